@@ -1,0 +1,181 @@
+//! The agent's builder: settings with defaults, then either a listener of
+//! its own ([`AgentBuilder::spawn`]) or the routes to mount on the service's
+//! router ([`AgentBuilder::router`]).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+
+use crate::error::{Error, Result};
+use crate::http::{self, RouteConfig};
+
+/// Builds an agent. Every setting has a default, listed as a constant.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), leakscope_agent::Error> {
+/// let agent = leakscope_agent::AgentBuilder::new()
+///     .addr("127.0.0.1:6060".parse().unwrap())
+///     .spawn()
+///     .await?;
+/// println!("pprof at http://{}/debug/pprof/", agent.local_addr());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct AgentBuilder {
+    addr: SocketAddr,
+    cpu_hz: u32,
+    max_profile_duration: Duration,
+    heap_sample_interval: Option<u64>,
+}
+
+impl Default for AgentBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AgentBuilder {
+    /// Default listen address: loopback only, since profiles expose
+    /// symbols and addresses.
+    pub const DEFAULT_ADDR: &'static str = "127.0.0.1:6060";
+    /// Default CPU sampling frequency, Go's.
+    pub const DEFAULT_CPU_HZ: u32 = 100;
+    /// Default longest profile a request may ask for.
+    pub const DEFAULT_MAX_PROFILE_DURATION: Duration = Duration::from_secs(300);
+
+    /// A builder with the defaults.
+    pub fn new() -> Self {
+        AgentBuilder {
+            addr: SocketAddr::from(([127, 0, 0, 1], 6060)),
+            cpu_hz: Self::DEFAULT_CPU_HZ,
+            max_profile_duration: Self::DEFAULT_MAX_PROFILE_DURATION,
+            heap_sample_interval: None,
+        }
+    }
+
+    /// Address the listener binds ([`AgentBuilder::spawn`] only).
+    pub fn addr(mut self, addr: SocketAddr) -> Self {
+        self.addr = addr;
+        self
+    }
+
+    /// CPU sampling frequency, 1 to 1000 Hz.
+    pub fn cpu_frequency(mut self, hz: u32) -> Result<Self> {
+        if !(1..=1000).contains(&hz) {
+            return Err(Error::Config {
+                setting: "cpu_frequency",
+                message: format!("{hz} Hz is outside 1..=1000"),
+            });
+        }
+        self.cpu_hz = hz;
+        Ok(self)
+    }
+
+    /// Longest `seconds` a CPU or delta profile request may ask for; longer
+    /// requests get 400.
+    pub fn max_profile_duration(mut self, max: Duration) -> Self {
+        self.max_profile_duration = max;
+        self
+    }
+
+    /// Average bytes between heap samples; a power of two from 1 B to 1 GiB.
+    /// jemalloc's default, set by [`enable_heap_profiling!`](crate::enable_heap_profiling),
+    /// is 512 KiB. Changing it resets the heap profile collected so far.
+    pub fn heap_sample_interval(mut self, bytes: u64) -> Result<Self> {
+        if !bytes.is_power_of_two() || bytes > 1 << 30 {
+            return Err(Error::Config {
+                setting: "heap_sample_interval",
+                message: format!("{bytes} is not a power of two between 1 and 2^30"),
+            });
+        }
+        self.heap_sample_interval = Some(bytes);
+        Ok(self)
+    }
+
+    /// The `/debug/pprof/*` routes, to merge into the service's own router:
+    /// `app.merge(AgentBuilder::new().router())`.
+    pub fn router(self) -> Router {
+        self.apply_heap_settings();
+        http::router(RouteConfig {
+            cpu_hz: self.cpu_hz,
+            max_profile_duration: self.max_profile_duration,
+        })
+    }
+
+    /// Binds [`AgentBuilder::addr`] and serves the routes on a task of the
+    /// current tokio runtime until the returned [`Agent`] is dropped or shut
+    /// down.
+    pub async fn spawn(self) -> Result<Agent> {
+        let listener = tokio::net::TcpListener::bind(self.addr)
+            .await
+            .map_err(|source| Error::Io {
+                context: "could not bind the pprof listener",
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| Error::Io {
+            context: "could not read the pprof listener's address",
+            source,
+        })?;
+        let app = self.router();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = rx.await;
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::warn!(error = %e, "leakscope pprof listener stopped");
+            }
+        });
+        tracing::info!(addr = %local_addr, "leakscope pprof listening on http://{local_addr}/debug/pprof/");
+        Ok(Agent {
+            local_addr,
+            shutdown: Some(tx),
+            task,
+        })
+    }
+
+    fn apply_heap_settings(&self) {
+        #[cfg(feature = "heap")]
+        if let Some(bytes) = self.heap_sample_interval
+            && let Err(e) = crate::heap::set_sample_interval(bytes)
+        {
+            tracing::warn!(error = %e, "could not change the heap sample interval");
+        }
+    }
+}
+
+/// A running agent listener. Dropping it stops the listener.
+#[derive(Debug)]
+pub struct Agent {
+    local_addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Agent {
+    /// The address the listener is bound to (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, lets requests in flight finish, and waits.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! The SIGPROF side of the CPU profiler: the preallocated ring of sample
+//! slots, the async-signal-safe signal handler that fills it, the
+//! `setitimer`/`sigaction` plumbing, and the drain that empties the ring.
+//!
+//! The handler reaches the ring only through [`RING`], and only while
+//! [`ACTIVE`] is set; it counts itself in [`IN_FLIGHT`] so that teardown can
+//! wait until no handler is running before the ring is freed.
+
+use std::cell::UnsafeCell;
+use std::collections::HashMap;
+use std::io;
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+
+use super::unwind::{self, ExecMaps, MAX_DEPTH, Regs};
+
+/// Number of slots in the ring.
+pub(crate) const SLOTS: usize = 4096;
+
+const EMPTY: u8 = 0;
+const WRITING: u8 = 1;
+const READY: u8 = 2;
+
+/// The ring the handler writes to; null when no profile runs.
+static RING: AtomicPtr<Ring> = AtomicPtr::new(ptr::null_mut());
+/// Set while the handler may use [`RING`].
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+/// Number of handler invocations currently between entry and exit.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// What one sample holds. Written only by the handler that moved the slot
+/// from EMPTY to WRITING; read only by the drain once it is READY.
+struct SlotData {
+    len: usize,
+    name: [u8; 16],
+    pcs: [u64; MAX_DEPTH],
+}
+
+struct Slot {
+    state: AtomicU8,
+    data: UnsafeCell<SlotData>,
+}
+
+/// Everything the handler touches, allocated before the timer starts.
+pub(crate) struct Ring {
+    slots: Box<[Slot]>,
+    next: AtomicUsize,
+    lost: AtomicU64,
+    maps: ExecMaps,
+}
+
+// SAFETY: `SlotData` is accessed by at most one party at a time, as ruled by
+// the slot's atomic state (EMPTY -> WRITING by CAS in the handler, READY
+// published with Release and observed with Acquire by the drain, EMPTY
+// handed back with Release). Everything else is atomic or immutable.
+unsafe impl Sync for Ring {}
+
+impl Ring {
+    pub(crate) fn new(maps: ExecMaps) -> Ring {
+        let slots = (0..SLOTS)
+            .map(|_| Slot {
+                state: AtomicU8::new(EMPTY),
+                data: UnsafeCell::new(SlotData {
+                    len: 0,
+                    name: [0; 16],
+                    pcs: [0; MAX_DEPTH],
+                }),
+            })
+            .collect();
+        Ring {
+            slots,
+            next: AtomicUsize::new(0),
+            lost: AtomicU64::new(0),
+            maps,
+        }
+    }
+
+    pub(crate) fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    /// Moves every READY slot into `into`, keyed by (stack, thread name).
+    pub(crate) fn drain(&self, into: &mut HashMap<(Vec<u64>, String), u64>) {
+        for slot in self.slots.iter() {
+            if slot.state.load(Ordering::Acquire) != READY {
+                continue;
+            }
+            // SAFETY: READY was published with Release by the handler after
+            // it finished writing; no one writes a READY slot, and we are the
+            // only reader (one drain at a time, see `CpuSampler`).
+            let data = unsafe { &*slot.data.get() };
+            let len = data.len.min(MAX_DEPTH);
+            let stack = data.pcs[..len].to_vec();
+            let end = data.name.iter().position(|&b| b == 0).unwrap_or(16);
+            let name = String::from_utf8_lossy(&data.name[..end]).into_owned();
+            slot.state.store(EMPTY, Ordering::Release);
+            *into.entry((stack, name)).or_insert(0) += 1;
+        }
+    }
+}
+
+/// The SIGPROF handler. Async-signal-safe: atomics, plain memory reads and
+/// writes into preallocated memory, and the `prctl` system call.
+extern "C" fn on_sigprof(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    let errno = unsafe { libc::__errno_location() };
+    // SAFETY: the pointer is valid for the thread's lifetime.
+    let saved_errno = unsafe { *errno };
+    IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+    if ACTIVE.load(Ordering::SeqCst) {
+        let ring = RING.load(Ordering::Acquire);
+        // SAFETY: while ACTIVE is set and we are counted in IN_FLIGHT, the
+        // ring stays alive: teardown clears ACTIVE, then waits for
+        // IN_FLIGHT to reach 0 before dropping it (SeqCst orders the two).
+        if let Some(ring) = unsafe { ring.as_ref() } {
+            // SAFETY: ctx is the ucontext the kernel passed for this signal.
+            unsafe { record(ring, ctx) };
+        }
+    }
+    IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    // SAFETY: as above.
+    unsafe { *errno = saved_errno };
+}
+
+/// Takes one sample into a free slot, or counts it lost.
+///
+/// # Safety
+/// Only from the signal handler, with `ctx` the signal's ucontext.
+unsafe fn record(ring: &Ring, ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid ucontext_t with SA_SIGINFO.
+    let Some(regs) = (unsafe { regs_from(ctx) }) else {
+        ring.lost.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let idx = ring.next.fetch_add(1, Ordering::Relaxed) % ring.slots.len();
+    let slot = &ring.slots[idx];
+    if slot
+        .state
+        .compare_exchange(EMPTY, WRITING, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        ring.lost.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    // SAFETY: we own the slot while it is WRITING.
+    let data = unsafe { &mut *slot.data.get() };
+    // SAFETY: on this thread, with registers from its own ucontext.
+    data.len = unsafe { unwind::walk(&regs, &ring.maps, &mut data.pcs) };
+    data.name = [0; 16];
+    // SAFETY: PR_GET_NAME writes at most 16 bytes into the buffer; it is a
+    // plain system call.
+    let rc = unsafe { libc::prctl(libc::PR_GET_NAME, data.name.as_mut_ptr()) };
+    if rc != 0 {
+        data.name = [0; 16];
+    }
+    slot.state.store(READY, Ordering::Release);
+}
+
+/// Reads PC, frame pointer and stack pointer from the ucontext.
+///
+/// # Safety
+/// `ctx` must be null or point to the `ucontext_t` of the current signal.
+#[cfg(target_arch = "x86_64")]
+unsafe fn regs_from(ctx: *mut libc::c_void) -> Option<Regs> {
+    // SAFETY: per the contract, non-null ctx is a valid ucontext_t.
+    let uc = unsafe { (ctx as *const libc::ucontext_t).as_ref() }?;
+    let g = &uc.uc_mcontext.gregs;
+    Some(Regs {
+        pc: g[libc::REG_RIP as usize] as u64,
+        fp: g[libc::REG_RBP as usize] as u64,
+        sp: g[libc::REG_RSP as usize] as u64,
+        lr: 0,
+    })
+}
+
+/// Reads PC, frame pointer, stack pointer and link register.
+///
+/// # Safety
+/// `ctx` must be null or point to the `ucontext_t` of the current signal.
+#[cfg(target_arch = "aarch64")]
+unsafe fn regs_from(ctx: *mut libc::c_void) -> Option<Regs> {
+    // SAFETY: per the contract, non-null ctx is a valid ucontext_t.
+    let uc = unsafe { (ctx as *const libc::ucontext_t).as_ref() }?;
+    let m = &uc.uc_mcontext;
+    Some(Regs {
+        pc: m.pc,
+        fp: m.regs[29],
+        sp: m.sp,
+        lr: m.regs[30],
+    })
+}
+
+/// Publishes `ring` to the handler and installs it for SIGPROF; returns the
+/// previous action. The caller keeps `ring` alive until [`uninstall`].
+pub(crate) fn install(ring: &Ring) -> io::Result<libc::sigaction> {
+    RING.store(ptr::from_ref(ring).cast_mut(), Ordering::Release);
+    ACTIVE.store(true, Ordering::SeqCst);
+    // SAFETY: sigaction is plain data; all-zero is a valid starting value.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = on_sigprof as *const () as libc::sighandler_t;
+    action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+    // SAFETY: sa_mask is a valid sigset_t to initialise.
+    unsafe { libc::sigemptyset(&mut action.sa_mask) };
+    // SAFETY: as above.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers refer to valid sigaction structs.
+    if unsafe { libc::sigaction(libc::SIGPROF, &action, &mut old) } != 0 {
+        let err = io::Error::last_os_error();
+        deactivate();
+        return Err(err);
+    }
+    Ok(old)
+}
+
+/// Starts (interval > 0) or stops (0) the ITIMER_PROF timer.
+pub(crate) fn set_timer(interval_us: u64) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: (interval_us / 1_000_000) as libc::time_t,
+        tv_usec: (interval_us % 1_000_000) as libc::suseconds_t,
+    };
+    let it = libc::itimerval {
+        it_interval: tv,
+        it_value: tv,
+    };
+    // SAFETY: `it` is a valid itimerval; the old value is not wanted.
+    if unsafe { libc::setitimer(libc::ITIMER_PROF, &it, ptr::null_mut()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Makes the handler a no-op and waits until no invocation is still inside
+/// it; afterwards nothing touches the ring.
+pub(crate) fn deactivate() {
+    ACTIVE.store(false, Ordering::SeqCst);
+    let mut spins = 0u32;
+    while IN_FLIGHT.load(Ordering::SeqCst) != 0 {
+        spins += 1;
+        if spins < 100 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+    RING.store(ptr::null_mut(), Ordering::Release);
+}
+
+/// Restores the SIGPROF action saved by [`install`]. The timer must be off.
+///
+/// A SIGPROF generated before the timer stopped may still be pending; if the
+/// old action is the default (terminate), delivering it would kill the
+/// process. Setting SIG_IGN first discards pending SIGPROFs (POSIX), so the
+/// old action is restored with none left over.
+pub(crate) fn restore(old: &libc::sigaction) {
+    // SAFETY: plain data, all-zero is valid.
+    let mut ignore: libc::sigaction = unsafe { std::mem::zeroed() };
+    ignore.sa_sigaction = libc::SIG_IGN;
+    // Errors are impossible for SIGPROF with valid pointers, so ignored.
+    // SAFETY: a valid sigaction struct; a null old-action pointer is allowed.
+    unsafe { libc::sigaction(libc::SIGPROF, &ignore, ptr::null_mut()) };
+    // SAFETY: as above; `old` is what sigaction returned in `install`.
+    unsafe { libc::sigaction(libc::SIGPROF, old, ptr::null_mut()) };
+}

@@ -1,0 +1,99 @@
+//! The one error type of the agent crate.
+//!
+//! Every failure a caller can see is a variant here, with a message that says
+//! what happened and, where there is one, what to do about it. The HTTP layer
+//! maps these to Go's status codes in `http::error`.
+
+use std::path::PathBuf;
+
+/// Errors from collecting, symbolizing or encoding profiles.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A CPU profile is already being taken; only one runs at a time, as in Go.
+    #[error("cpu profiling already in use")]
+    CpuProfilingInUse,
+
+    /// The SIGPROF handler or the profiling timer could not be installed.
+    #[error("could not start the CPU profiling timer: {0}")]
+    CpuTimer(#[source] std::io::Error),
+
+    /// jemalloc heap profiling is not enabled in this process.
+    #[error(
+        "heap profiling is off: use jemalloc as the global allocator and start the process with \
+         prof:true (add `leakscope_agent::enable_heap_profiling!();` to your binary, or set \
+         _RJEM_MALLOC_CONF=prof:true,prof_accum:true)"
+    )]
+    HeapProfilingDisabled,
+
+    /// The agent was built without the `heap` feature.
+    #[error("heap profiling is not compiled in: enable the `heap` feature of leakscope-agent")]
+    HeapFeatureOff,
+
+    /// The agent was built without the `cpu` feature.
+    #[error("CPU profiling is not compiled in: enable the `cpu` feature of leakscope-agent")]
+    CpuFeatureOff,
+
+    /// A jemalloc control (mallctl) call failed.
+    #[error("jemalloc control `{name}` failed: {message}")]
+    Jemalloc {
+        /// The mallctl name, such as `prof.dump`.
+        name: &'static str,
+        /// jemalloc's description of the failure.
+        message: String,
+    },
+
+    /// A jemalloc heap dump could not be parsed.
+    #[error("could not parse jemalloc heap dump at line {line}: {message}")]
+    HeapDumpParse {
+        /// 1-based line number in the dump.
+        line: usize,
+        /// What was wrong with it.
+        message: String,
+    },
+
+    /// A profile file or body is not a valid pprof profile.
+    #[error("{origin}: not a valid pprof profile: {message}")]
+    InvalidProfile {
+        /// Where the bytes came from (a file name, "request body", ...).
+        origin: String,
+        /// What was wrong with them.
+        message: String,
+    },
+
+    /// An I/O operation on a file failed.
+    #[error("{}: {source}", path.display())]
+    File {
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// An I/O operation that is not about one file failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What the agent was doing.
+        context: &'static str,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The symbolizer thread is gone or overloaded.
+    #[error("symbolizer unavailable: {0}")]
+    Symbolizer(&'static str),
+
+    /// A builder setting is out of range.
+    #[error("invalid setting `{setting}`: {message}")]
+    Config {
+        /// The setting's name.
+        setting: &'static str,
+        /// Why the value was refused.
+        message: String,
+    },
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,248 @@
+//! Builds a [`Profile`] from raw stacks: symbolizes every address once,
+//! trims allocator frames off the top of stacks, dedupes functions and
+//! locations, and writes mappings with their build IDs and symbolization
+//! flags (main binary first).
+
+use std::collections::HashMap;
+
+use super::model::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
+use crate::symbolize::{Frame, ProcessMaps, Resolved, Symbolizer};
+
+/// One sample before symbolization.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StackSample {
+    /// Addresses, leaf first, already adjusted for symbolization: the leaf of
+    /// a CPU sample is the interrupted PC; every caller is its return
+    /// address minus one.
+    pub stack: Vec<u64>,
+    /// One value per sample type.
+    pub values: Vec<i64>,
+    /// Labels of the sample.
+    pub labels: Vec<SampleLabel>,
+}
+
+/// A label on a [`StackSample`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SampleLabel {
+    /// A string label, e.g. `thread = "tokio-runtime-w"`.
+    Str(&'static str, String),
+    /// A numeric label, e.g. `bytes = 4096`.
+    Num(&'static str, i64),
+}
+
+/// What a profile measures and when: everything but the samples.
+#[derive(Debug, Clone)]
+pub struct ProfileMeta {
+    /// `(type, unit)` of each value, in order.
+    pub sample_types: Vec<(&'static str, &'static str)>,
+    /// `(type, unit)` of the period.
+    pub period_type: (&'static str, &'static str),
+    /// Events between samples.
+    pub period: i64,
+    /// Preferred sample type, by type name.
+    pub default_sample_type: Option<&'static str>,
+    /// Collection time, ns since the Unix epoch.
+    pub time_nanos: i64,
+    /// Collection duration in ns.
+    pub duration_nanos: i64,
+}
+
+/// Frames for which `trim` returns true are removed from the top (leaf end)
+/// of every stack, as long as they are on top: the allocator's own frames.
+pub type TrimFn<'a> = &'a dyn Fn(&Frame) -> bool;
+
+/// Symbolizes `samples` against `maps` and builds the profile.
+pub fn build_profile(
+    meta: &ProfileMeta,
+    samples: Vec<StackSample>,
+    maps: &ProcessMaps,
+    symbolizer: &Symbolizer,
+    trim: Option<TrimFn<'_>>,
+) -> Profile {
+    let mut addrs: Vec<u64> = samples
+        .iter()
+        .flat_map(|s| s.stack.iter().copied())
+        .collect();
+    addrs.sort_unstable();
+    addrs.dedup();
+    let resolved = symbolizer.resolve(maps, &addrs);
+
+    let mut b = Builder::new(meta);
+    b.add_mappings(maps, symbolizer);
+    for sample in samples {
+        let mut stack: &[u64] = &sample.stack;
+        if let Some(trim) = trim {
+            while let Some((first, rest)) = stack.split_first() {
+                let frames = resolved.get(first).map(|r| &r.frames[..]).unwrap_or(&[]);
+                if !rest.is_empty() && !frames.is_empty() && frames.iter().all(trim) {
+                    stack = rest;
+                } else {
+                    break;
+                }
+            }
+        }
+        let location_id = stack
+            .iter()
+            .map(|addr| b.location(*addr, resolved.get(addr)))
+            .collect();
+        let label = sample
+            .labels
+            .iter()
+            .map(|l| match l {
+                SampleLabel::Str(k, v) => Label {
+                    key: b.string(k),
+                    str: b.string(v),
+                    ..Label::default()
+                },
+                SampleLabel::Num(k, n) => Label {
+                    key: b.string(k),
+                    num: *n,
+                    ..Label::default()
+                },
+            })
+            .collect();
+        b.profile.sample.push(Sample {
+            location_id,
+            value: sample.values,
+            label,
+        });
+    }
+    b.finish()
+}
+
+struct Builder {
+    profile: Profile,
+    strings: HashMap<String, i64>,
+    functions: HashMap<(i64, i64, i64), u64>,
+    locations: HashMap<u64, u64>,
+    /// Per mapping id: (locations, with functions, with files, with lines).
+    coverage: HashMap<u64, [u32; 4]>,
+}
+
+impl Builder {
+    fn new(meta: &ProfileMeta) -> Builder {
+        let mut b = Builder {
+            profile: Profile::default(),
+            strings: HashMap::new(),
+            functions: HashMap::new(),
+            locations: HashMap::new(),
+            coverage: HashMap::new(),
+        };
+        b.profile.string_table.push(String::new());
+        b.strings.insert(String::new(), 0);
+        let sample_type = meta
+            .sample_types
+            .iter()
+            .map(|(t, u)| b.value_type(t, u))
+            .collect();
+        b.profile.sample_type = sample_type;
+        b.profile.period_type = Some(b.value_type(meta.period_type.0, meta.period_type.1));
+        b.profile.period = meta.period;
+        b.profile.time_nanos = meta.time_nanos;
+        b.profile.duration_nanos = meta.duration_nanos;
+        if let Some(name) = meta.default_sample_type {
+            b.profile.default_sample_type = b.string(name);
+        }
+        b
+    }
+
+    fn string(&mut self, s: &str) -> i64 {
+        if let Some(&i) = self.strings.get(s) {
+            return i;
+        }
+        let i = self.profile.string_table.len() as i64;
+        self.profile.string_table.push(s.to_owned());
+        self.strings.insert(s.to_owned(), i);
+        i
+    }
+
+    fn value_type(&mut self, t: &str, u: &str) -> ValueType {
+        ValueType {
+            r#type: self.string(t),
+            unit: self.string(u),
+        }
+    }
+
+    fn add_mappings(&mut self, maps: &ProcessMaps, symbolizer: &Symbolizer) {
+        for (i, e) in maps.entries.iter().enumerate() {
+            let build_id = symbolizer.build_id(&e.path).unwrap_or_default();
+            let mapping = Mapping {
+                id: i as u64 + 1,
+                memory_start: e.start,
+                memory_limit: e.end,
+                file_offset: e.offset,
+                filename: self.string(&e.path),
+                build_id: self.string(&build_id),
+                ..Mapping::default()
+            };
+            self.profile.mapping.push(mapping);
+        }
+    }
+
+    fn location(&mut self, addr: u64, resolved: Option<&Resolved>) -> u64 {
+        if let Some(&id) = self.locations.get(&addr) {
+            return id;
+        }
+        let id = self.profile.location.len() as u64 + 1;
+        let mapping_id = resolved.and_then(|r| r.mapping).map_or(0, |i| i as u64 + 1);
+        let frames: &[Frame] = resolved.map(|r| &r.frames[..]).unwrap_or(&[]);
+        let line = frames
+            .iter()
+            .map(|f| Line {
+                function_id: self.function(f),
+                line: i64::from(f.line),
+                column: 0,
+            })
+            .collect();
+        if mapping_id != 0 {
+            let c = self.coverage.entry(mapping_id).or_default();
+            c[0] += 1;
+            c[1] += u32::from(!frames.is_empty());
+            c[2] += u32::from(!frames.is_empty() && frames.iter().all(|f| f.file.is_some()));
+            c[3] += u32::from(!frames.is_empty() && frames.iter().all(|f| f.line > 0));
+        }
+        self.profile.location.push(Location {
+            id,
+            mapping_id,
+            address: addr,
+            line,
+            is_folded: false,
+        });
+        self.locations.insert(addr, id);
+        id
+    }
+
+    fn function(&mut self, f: &Frame) -> u64 {
+        let name = self.string(&f.name);
+        let system_name = self.string(&f.system_name);
+        let filename = self.string(f.file.as_deref().unwrap_or(""));
+        let next = self.profile.function.len() as u64 + 1;
+        let id = *self
+            .functions
+            .entry((name, system_name, filename))
+            .or_insert(next);
+        if id == next {
+            self.profile.function.push(Function {
+                id,
+                name,
+                system_name,
+                filename,
+                start_line: 0,
+            });
+        }
+        id
+    }
+
+    fn finish(mut self) -> Profile {
+        // A mapping is marked symbolized only when every location in it is,
+        // so pprof clients re-symbolize exactly the mappings we could not.
+        for m in &mut self.profile.mapping {
+            let [n, funcs, files, lines] = self.coverage.get(&m.id).copied().unwrap_or_default();
+            m.has_functions = n > 0 && funcs == n;
+            m.has_filenames = n > 0 && files == n;
+            m.has_line_numbers = n > 0 && lines == n;
+            m.has_inline_frames = m.has_line_numbers;
+        }
+        self.profile
+    }
+}

@@ -1,0 +1,7 @@
+//! The profile model and the code that builds profiles from raw stacks.
+
+mod build;
+mod model;
+
+pub use build::{ProfileMeta, SampleLabel, StackSample, TrimFn, build_profile};
+pub use model::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};

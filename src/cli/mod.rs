@@ -1,0 +1,21 @@
+//! The `leakscope` command line: subcommands and their wiring.
+
+pub mod demo;
+pub mod http;
+
+use clap::{Parser, Subcommand};
+
+/// Find the leak that appears under load.
+#[derive(Debug, Parser)]
+#[command(name = "leakscope", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to run.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a leaky service under load and show the leak being found.
+    Demo(demo::DemoArgs),
+}

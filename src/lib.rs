@@ -1,0 +1,25 @@
+//! # leakscope
+//!
+//! Finds the leak that appears under load in a Rust service: heap that only
+//! grows, threads and tasks that never end, file descriptors never closed.
+//!
+//! This facade crate re-exports the parts:
+//!
+//! - [`agent`] (crate `leakscope-agent`): Go-compatible `/debug/pprof/*`
+//!   endpoints with symbolized CPU and jemalloc heap profiles;
+//! - [`viewer`] (crate `leakscope-viewer`): analysis of profiles, such as
+//!   ranking what grew between two snapshots;
+//! - [`leaky`]: a service that leaks on purpose, used by `leakscope demo`,
+//!   the examples and the tests;
+//!
+//! and hosts the `leakscope` command-line tool (`cargo run --release -- demo`).
+//! See README.md for the quick start.
+
+pub mod leaky;
+
+pub use leakscope_agent as agent;
+pub use leakscope_viewer as viewer;
+
+#[cfg(feature = "heap")]
+pub use leakscope_agent::enable_heap_profiling;
+pub use leakscope_agent::{Agent, AgentBuilder};
