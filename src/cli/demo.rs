@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use leakscope::agent::profile::Profile;
 use leakscope::viewer::{DiffOptions, rank_growth};
 
-use super::http;
+use leakscope::client;
 
 /// Settings of the demo.
 #[derive(Debug, Clone, clap::Args)]
@@ -118,14 +118,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 async fn fetch_profile(addr: SocketAddr, path: &str) -> anyhow::Result<Profile> {
-    let (status, body) = http::get(addr, path, TIMEOUT).await?;
-    if status != 200 {
-        bail!(
-            "GET {path}: {status}: {}",
-            String::from_utf8_lossy(&body).trim()
-        );
+    let res = client::get(addr, path, TIMEOUT).await?;
+    if res.status != 200 {
+        bail!("GET {path}: {}: {}", res.status, res.text().trim());
     }
-    Ok(Profile::decode_bytes(&body, path)?)
+    Ok(Profile::decode_bytes(&res.body, path)?)
 }
 
 /// Sends `total` requests from `concurrency` workers, printing progress.
@@ -146,9 +143,9 @@ async fn load(addr: SocketAddr, total: usize, concurrency: usize) -> anyhow::Res
                     i if i % 4 == 0 => format!("/leak/heap?kb={LEAK_KIB}"),
                     _ => "/".to_owned(),
                 };
-                let (status, _) = http::get(addr, &path, TIMEOUT).await?;
-                if status != 200 {
-                    bail!("GET {path}: status {status}");
+                let res = client::get(addr, &path, TIMEOUT).await?;
+                if res.status != 200 {
+                    bail!("GET {path}: status {}", res.status);
                 }
             }
         });

@@ -1,7 +1,6 @@
 //! The `leakscope` command line: subcommands and their wiring.
 
 pub mod demo;
-pub mod http;
 
 use clap::{Parser, Subcommand};
 

@@ -163,8 +163,15 @@ pub fn is_allocator_frame(f: &Frame) -> bool {
         "_Unwind_",
         "alloc::alloc::",
         "alloc::raw_vec::",
-        "<tikv_jemallocator::Jemalloc as core::alloc::global::GlobalAlloc>",
-        "<alloc::alloc::Global as core::alloc::Allocator>",
+        "<alloc::raw_vec::",
+        "alloc::vec::from_elem",
+        "<u8 as alloc::vec::spec_from_elem::SpecFromElem>",
+        "<T as alloc::vec::spec_from_elem::SpecFromElem>",
+        "alloc::boxed::Box<T>::new",
+        "alloc::vec::Vec<T>::with_capacity",
+        "alloc::vec::Vec<T,A>::with_capacity_in",
+        "<tikv_jemallocator::",
+        "<alloc::alloc::",
         "tikv_jemallocator::",
     ];
     let name: &str = &f.name;

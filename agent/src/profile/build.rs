@@ -4,6 +4,7 @@
 //! flags (main binary first).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::model::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
 use crate::symbolize::{Frame, ProcessMaps, Resolved, Symbolizer};
@@ -49,6 +50,8 @@ pub struct ProfileMeta {
 
 /// Frames for which `trim` returns true are removed from the top (leaf end)
 /// of every stack, as long as they are on top: the allocator's own frames.
+/// Whole addresses go first; then, in the new leaf location, inlined
+/// allocator frames above the caller's own frame.
 pub type TrimFn<'a> = &'a dyn Fn(&Frame) -> bool;
 
 /// Symbolizes `samples` against `maps` and builds the profile.
@@ -67,6 +70,7 @@ pub fn build_profile(
     addrs.dedup();
     let resolved = symbolizer.resolve(maps, &addrs);
 
+    let mut trimmed: HashMap<u64, Resolved> = HashMap::new();
     let mut b = Builder::new(meta);
     b.add_mappings(maps, symbolizer);
     for sample in samples {
@@ -81,9 +85,27 @@ pub fn build_profile(
                 }
             }
         }
+        // The new leaf may still carry allocator frames inlined into the
+        // caller's code: keep only the caller's part of that location.
+        if let (Some(trim), Some(first)) = (trim, stack.first())
+            && let Some(r) = resolved.get(first)
+            && !trimmed.contains_key(first)
+        {
+            let keep = r.frames.iter().position(|f| !trim(f)).unwrap_or(0);
+            if keep > 0 {
+                let frames: Arc<[Frame]> = r.frames[keep..].into();
+                trimmed.insert(
+                    *first,
+                    Resolved {
+                        mapping: r.mapping,
+                        frames,
+                    },
+                );
+            }
+        }
         let location_id = stack
             .iter()
-            .map(|addr| b.location(*addr, resolved.get(addr)))
+            .map(|addr| b.location(*addr, trimmed.get(addr).or_else(|| resolved.get(addr))))
             .collect();
         let label = sample
             .labels
@@ -115,8 +137,10 @@ struct Builder {
     strings: HashMap<String, i64>,
     functions: HashMap<(i64, i64, i64), u64>,
     locations: HashMap<u64, u64>,
-    /// Per mapping id: (locations, with functions, with files, with lines).
-    coverage: HashMap<u64, [u32; 4]>,
+    /// Per mapping id: (locations, with functions).
+    coverage: HashMap<u64, [u32; 2]>,
+    /// Mapping ids whose object has DWARF line tables.
+    debug_lines: std::collections::HashSet<u64>,
 }
 
 impl Builder {
@@ -127,6 +151,7 @@ impl Builder {
             functions: HashMap::new(),
             locations: HashMap::new(),
             coverage: HashMap::new(),
+            debug_lines: std::collections::HashSet::new(),
         };
         b.profile.string_table.push(String::new());
         b.strings.insert(String::new(), 0);
@@ -165,7 +190,11 @@ impl Builder {
 
     fn add_mappings(&mut self, maps: &ProcessMaps, symbolizer: &Symbolizer) {
         for (i, e) in maps.entries.iter().enumerate() {
-            let build_id = symbolizer.build_id(&e.path).unwrap_or_default();
+            let info = symbolizer.object_info(&e.path).unwrap_or_default();
+            let build_id = info.build_id.unwrap_or_default();
+            if info.has_debug_lines {
+                self.debug_lines.insert(i as u64 + 1);
+            }
             let mapping = Mapping {
                 id: i as u64 + 1,
                 memory_start: e.start,
@@ -198,8 +227,6 @@ impl Builder {
             let c = self.coverage.entry(mapping_id).or_default();
             c[0] += 1;
             c[1] += u32::from(!frames.is_empty());
-            c[2] += u32::from(!frames.is_empty() && frames.iter().all(|f| f.file.is_some()));
-            c[3] += u32::from(!frames.is_empty() && frames.iter().all(|f| f.line > 0));
         }
         self.profile.location.push(Location {
             id,
@@ -234,14 +261,18 @@ impl Builder {
     }
 
     fn finish(mut self) -> Profile {
-        // A mapping is marked symbolized only when every location in it is,
-        // so pprof clients re-symbolize exactly the mappings we could not.
+        // Flags say what symbolization was done, so that pprof clients
+        // re-symbolize exactly what we could not: functions when every
+        // location in the mapping has one; files, lines and inlined frames
+        // when, in addition, the object has line tables we looked them up in
+        // (an address may still have none: then there is none to find).
         for m in &mut self.profile.mapping {
-            let [n, funcs, files, lines] = self.coverage.get(&m.id).copied().unwrap_or_default();
+            let [n, funcs] = self.coverage.get(&m.id).copied().unwrap_or_default();
             m.has_functions = n > 0 && funcs == n;
-            m.has_filenames = n > 0 && files == n;
-            m.has_line_numbers = n > 0 && lines == n;
-            m.has_inline_frames = m.has_line_numbers;
+            let lines = m.has_functions && self.debug_lines.contains(&m.id);
+            m.has_filenames = lines;
+            m.has_line_numbers = lines;
+            m.has_inline_frames = lines;
         }
         self.profile
     }

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::path::Path;
 
 use object::read::ReadCache;
-use object::{Object, ObjectSegment};
+use object::{Object, ObjectSection, ObjectSegment};
 
 /// One executable, file-backed mapping.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +90,9 @@ pub struct ObjectInfo {
     pub build_id: Option<String>,
     /// Loadable segments: (file offset, file size, virtual address).
     pub segments: Vec<(u64, u64, u64)>,
+    /// The file has DWARF line tables, so files, lines and inlined frames
+    /// were looked up (addresses may still have none).
+    pub has_debug_lines: bool,
 }
 
 impl ObjectInfo {
@@ -111,7 +114,14 @@ impl ObjectInfo {
                 (off, size, s.address())
             })
             .collect();
-        Some(ObjectInfo { build_id, segments })
+        let has_debug_lines = obj
+            .section_by_name(".debug_line")
+            .is_some_and(|s| s.size() > 0);
+        Some(ObjectInfo {
+            build_id,
+            segments,
+            has_debug_lines,
+        })
     }
 
     /// The address in the object's own address space (what DWARF and the

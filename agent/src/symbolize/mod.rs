@@ -156,10 +156,11 @@ impl Symbolizer {
         out
     }
 
-    /// The GNU build ID of the object at `path`, read once and remembered.
-    pub fn build_id(&self, path: &str) -> Option<String> {
+    /// Build ID and debug-info facts of the object at `path`, read once and
+    /// remembered.
+    pub fn object_info(&self, path: &str) -> Option<ObjectInfo> {
         let mut state = self.lock();
-        state.slot(path).info.as_ref()?.build_id.clone()
+        state.slot(path).info.clone()
     }
 
     /// Releases parsed debug info and the cache if nothing asked for them in
@@ -292,10 +293,16 @@ impl State {
                 out.push((demangle(&raw), raw, file, line));
             }
         }
-        if out.is_empty()
-            && let Some(sym) = loader.find_symbol(svma)
-        {
-            out.push((demangle(sym), sym.to_owned(), None, 0));
+        match (out.last_mut(), loader.find_symbol(svma)) {
+            (None, Some(sym)) => out.push((demangle(sym), sym.to_owned(), None, 0)),
+            // The outermost frame is the real function, which the symbol
+            // table names in full even when the debug info only has a short
+            // name (line-tables-only builds).
+            (Some(outer), Some(sym)) if !outer.0.contains("::") => {
+                outer.0 = demangle(sym);
+                outer.1 = sym.to_owned();
+            }
+            _ => {}
         }
         out
     }
