@@ -21,10 +21,16 @@
 //! It is inserted as `stack[1]` unless it equals the first return address of
 //! the frame-pointer chain.
 //!
+//! In the main executable, a leaf caught on its entry `push %rbp`, the
+//! `mov %rsp,%rbp` after it, or its final `ret` has its caller's return
+//! address at the top of the stack rather than in the chain: it is taken
+//! from there (see `prologue_caller`).
+//!
 //! Limits: a stale return address left in an uninitialised stack slot below
 //! the real one can be taken instead of it (a wrong caller); leaves that keep
-//! more than [`SCAN_WORDS`] words on the stack lose their caller; leaves in
-//! frame-pointer code caught in their prologue/epilogue lose their caller;
+//! more than [`SCAN_WORDS`] words on the stack lose their caller; functions
+//! that do not start with `push %rbp` (an `endbr64` first, say) lose it at
+//! entry;
 //! code mapped after `start()` (dlopen, JIT) ends the walk when the table was
 //! complete, and unloading a library during a profile makes the `call`-byte
 //! check read unmapped memory (do not `dlclose` while profiling).
@@ -230,8 +236,13 @@ pub(crate) unsafe fn walk(regs: &Regs, maps: &ExecMaps, out: &mut [u64; MAX_DEPT
 /// As for [`walk`].
 #[cfg(target_arch = "x86_64")]
 unsafe fn leaf_caller(regs: &Regs, maps: &ExecMaps, fp_ok: bool) -> Option<u64> {
-    if maps.len == 0 || maps.is_main(regs.pc) || !regs.sp.is_multiple_of(8) || regs.sp == 0 {
+    if maps.len == 0 || !regs.sp.is_multiple_of(8) || regs.sp == 0 {
         return None;
+    }
+    if maps.is_main(regs.pc) {
+        // SAFETY: same thread, registers from its ucontext; pc is in the
+        // main executable's text.
+        return unsafe { prologue_caller(regs, maps) };
     }
     // Words between sp and the caller's frame belong to the leaf; when rbp
     // looks like a frame pointer, do not scan past it.
@@ -265,6 +276,40 @@ unsafe fn leaf_caller(regs: &Regs, maps: &ExecMaps, fp_ok: bool) -> Option<u64> 
         }
     }
     fallback
+}
+
+/// In frame-pointer code, the caller's return address is missing from the
+/// chain at three instructions: the entry `push %rbp` (0x55) and the
+/// following `mov %rsp,%rbp` (48 89 e5), where `rbp` is still the caller's,
+/// and the final `ret` (0xc3), where `rbp` is already restored. The return
+/// address is then at `[rsp]`, `[rsp+8]` and `[rsp]` respectively.
+///
+/// # Safety
+/// As for [`walk`]; `regs.pc` must be in a known executable mapping.
+#[cfg(target_arch = "x86_64")]
+unsafe fn prologue_caller(regs: &Regs, maps: &ExecMaps) -> Option<u64> {
+    let range = maps.find(regs.pc)?;
+    let pc = regs.pc;
+    if pc.checked_add(3)? > range.end {
+        return None;
+    }
+    // SAFETY: pc..pc+3 lies in `range`, a readable executable mapping.
+    let code = unsafe { [read_u8(pc), read_u8(pc + 1), read_u8(pc + 2)] };
+    // SAFETY: pc - 1 is checked to be inside `range` first.
+    let before = (pc > range.start).then(|| unsafe { read_u8(pc - 1) });
+    let slot = match code {
+        [0x55, ..] | [0xc3, ..] => regs.sp,
+        [0x48, 0x89, 0xe5] if before == Some(0x55) => regs.sp + 8,
+        _ => return None,
+    };
+    // SAFETY: sp (and sp + 8) is the live top of this thread's stack.
+    let word = unsafe { read_u64(slot) };
+    let target = maps.find(word)?;
+    // SAFETY: `word` lies in `target`, a readable executable mapping.
+    match unsafe { call_before(word, target, maps) } {
+        Call::None => None,
+        Call::Plain | Call::To(_) => Some(word),
+    }
 }
 
 /// The leaf heuristic on aarch64: the link register holds the caller's
