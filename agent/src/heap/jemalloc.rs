@@ -200,3 +200,20 @@ pub(super) fn set_sample_interval(bytes: u64) -> Result<()> {
     // now on.
     unsafe { raw::write::<usize>(b"prof.reset\0", lg) }.map_err(|e| ctl_error("prof.reset", e))
 }
+
+/// See [`super::purge`].
+pub(super) fn purge() {
+    // MALLCTL_ARENAS_ALL is 4096 in jemalloc 5.
+    let name = b"arena.4096.purge\0";
+    // SAFETY: a void mallctl: no old value, no new value; the name is
+    // NUL-terminated. Purging only returns unused dirty pages to the kernel.
+    let _ = unsafe {
+        tikv_jemalloc_sys::mallctl(
+            name.as_ptr().cast(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+}

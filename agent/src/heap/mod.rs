@@ -73,6 +73,13 @@ pub fn state() -> HeapState {
     jemalloc::state()
 }
 
+/// Returns jemalloc's unused dirty pages to the kernel now rather than after
+/// its decay time: called after the agent frees a burst of its own memory
+/// (parsed debug info), so the service's RSS comes back down at once.
+pub fn purge() {
+    jemalloc::purge();
+}
+
 /// Changes jemalloc's average sampling interval to `bytes` (rounded down to
 /// a power of two) through `prof.reset`, which also clears the counts
 /// collected so far.

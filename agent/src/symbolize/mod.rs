@@ -8,15 +8,18 @@
 //! Memory is bounded on purpose (other projects lost 100 MB to 1 GB here):
 //! results go into a cache with a fixed number of entries that is emptied when
 //! full, names are interned, debug info is read through `mmap` (file-backed
-//! pages the kernel can drop) and the parsed debug info is released after the
-//! symbolizer has been idle for [`SymbolizerOptions::idle_unload`].
+//! pages the kernel can drop), and the parsed debug info (line tables and
+//! function ranges: tens of MB for a large binary) is released after every
+//! batch unless [`SymbolizerOptions::keep_debug_info`] is set. Parsing it
+//! again costs ~15 ms per profile; keeping it would make the agent's own
+//! memory the biggest item in the heap profiles it serves. `benches/symbolizer.rs`
+//! measures both.
 
 mod maps;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
 
 pub use maps::{MapEntry, ObjectInfo, ProcessMaps};
 
@@ -48,22 +51,36 @@ pub struct Resolved {
 pub struct SymbolizerOptions {
     /// Most addresses kept in the result cache before it is emptied.
     pub cache_entries: usize,
-    /// Parsed debug info is dropped after this long without a request.
-    pub idle_unload: Duration,
+    /// Keep parsed debug info between batches (faster, much more memory).
+    pub keep_debug_info: bool,
 }
 
 impl SymbolizerOptions {
     /// Default for [`SymbolizerOptions::cache_entries`].
     pub const DEFAULT_CACHE_ENTRIES: usize = 16_384;
-    /// Default for [`SymbolizerOptions::idle_unload`].
-    pub const DEFAULT_IDLE_UNLOAD: Duration = Duration::from_secs(30);
+}
+
+impl SymbolizerOptions {
+    /// Sets [`SymbolizerOptions::keep_debug_info`].
+    #[must_use]
+    pub fn keep_debug_info(mut self, keep: bool) -> Self {
+        self.keep_debug_info = keep;
+        self
+    }
+
+    /// Sets [`SymbolizerOptions::cache_entries`].
+    #[must_use]
+    pub fn cache_entries(mut self, entries: usize) -> Self {
+        self.cache_entries = entries;
+        self
+    }
 }
 
 impl Default for SymbolizerOptions {
     fn default() -> Self {
         SymbolizerOptions {
             cache_entries: Self::DEFAULT_CACHE_ENTRIES,
-            idle_unload: Self::DEFAULT_IDLE_UNLOAD,
+            keep_debug_info: false,
         }
     }
 }
@@ -77,7 +94,7 @@ pub struct SymbolizerStats {
     pub cache_hits: u64,
     /// Debug-info loads of an object file.
     pub loads: u64,
-    /// Times idle debug info was released.
+    /// Times parsed debug info was released.
     pub unloads: u64,
     /// Entries in the cache now.
     pub cached: usize,
@@ -94,7 +111,6 @@ struct State {
     objects: HashMap<String, ObjectSlot>,
     cache: HashMap<(Arc<str>, u64), Arc<[Frame]>>,
     names: HashSet<Arc<str>>,
-    last_used: Option<Instant>,
     stats: SymbolizerStats,
 }
 
@@ -115,32 +131,16 @@ impl Symbolizer {
         }
     }
 
-    /// The process-wide symbolizer shared by CPU and heap profiles. A
-    /// background thread releases its debug info when idle.
+    /// The process-wide symbolizer shared by CPU and heap profiles.
     pub fn global() -> &'static Symbolizer {
         static GLOBAL: OnceLock<Symbolizer> = OnceLock::new();
-        GLOBAL.get_or_init(|| {
-            let spawned = std::thread::Builder::new()
-                .name("leakscope-symidle".into())
-                .spawn(|| {
-                    loop {
-                        std::thread::sleep(Duration::from_secs(5));
-                        if let Some(s) = GLOBAL.get() {
-                            s.unload_if_idle();
-                        }
-                    }
-                });
-            // Without the thread, debug info simply stays loaded.
-            drop(spawned);
-            Symbolizer::new(SymbolizerOptions::default())
-        })
+        GLOBAL.get_or_init(|| Symbolizer::new(SymbolizerOptions::default()))
     }
 
     /// Resolves `addrs` (already adjusted: callers' return addresses minus
     /// one) against the mappings `maps`.
     pub fn resolve(&self, maps: &ProcessMaps, addrs: &[u64]) -> HashMap<u64, Resolved> {
         let mut state = self.lock();
-        state.last_used = Some(Instant::now());
         let mut out = HashMap::with_capacity(addrs.len());
         for &addr in addrs {
             if out.contains_key(&addr) {
@@ -153,6 +153,9 @@ impl Symbolizer {
             };
             out.insert(addr, Resolved { mapping, frames });
         }
+        if !self.options.keep_debug_info {
+            state.release_debug_info();
+        }
         out
     }
 
@@ -161,18 +164,6 @@ impl Symbolizer {
     pub fn object_info(&self, path: &str) -> Option<ObjectInfo> {
         let mut state = self.lock();
         state.slot(path).info.clone()
-    }
-
-    /// Releases parsed debug info and the cache if nothing asked for them in
-    /// [`SymbolizerOptions::idle_unload`].
-    pub fn unload_if_idle(&self) {
-        let mut state = self.lock();
-        let idle = state
-            .last_used
-            .is_some_and(|t| t.elapsed() >= self.options.idle_unload);
-        if idle {
-            state.unload();
-        }
     }
 
     /// Releases parsed debug info and the cache now.
@@ -197,16 +188,23 @@ impl Symbolizer {
 
 impl State {
     fn unload(&mut self) {
+        self.release_debug_info();
+        self.cache = HashMap::new();
+        self.names = HashSet::new();
+    }
+
+    fn release_debug_info(&mut self) {
         let mut released = false;
         for slot in self.objects.values_mut() {
             released |= slot.loader.take().is_some();
             slot.load_failed = false;
         }
-        self.cache = HashMap::new();
-        self.names = HashSet::new();
-        self.last_used = None;
         if released {
             self.stats.unloads += 1;
+            // The parsed debug info was tens of MB of short-lived heap: hand
+            // the pages back now instead of after jemalloc's decay time.
+            #[cfg(feature = "heap")]
+            crate::heap::purge();
         }
     }
 
@@ -365,7 +363,7 @@ mod tests {
         let maps = ProcessMaps::current().expect("maps");
         let options = SymbolizerOptions {
             cache_entries: 8,
-            ..SymbolizerOptions::default()
+            keep_debug_info: true,
         };
         let sym = Symbolizer::new(options);
         let base = marker_function_for_symbolizer as *const () as usize as u64;
@@ -377,6 +375,20 @@ mod tests {
         sym.unload();
         let s = sym.stats();
         assert_eq!((s.cached, s.unloads), (0, 1));
+    }
+
+    #[test]
+    fn debug_info_is_released_after_each_batch_by_default() {
+        let maps = ProcessMaps::current().expect("maps");
+        let sym = Symbolizer::new(SymbolizerOptions::default());
+        let base = marker_function_for_symbolizer as *const () as usize as u64;
+        sym.resolve(&maps, &[base]);
+        sym.resolve(&maps, &[base + 1]);
+        let s = sym.stats();
+        assert_eq!((s.loads, s.unloads), (2, 2), "{s:?}");
+        // Results stay cached: asking again needs no load.
+        sym.resolve(&maps, &[base]);
+        assert_eq!(sym.stats().loads, 2);
     }
 
     #[test]
