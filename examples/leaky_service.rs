@@ -52,7 +52,15 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let app = leakscope::leaky::router().merge(leakscope::AgentBuilder::new().router());
+    // LEAKSCOPE_CPU_HZ, LEAKSCOPE_MAX_PROFILE_SECONDS, ... (see AgentBuilder::with_default_env).
+    let agent = match leakscope::AgentBuilder::new().with_default_env() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("leaky_service: {e}");
+            std::process::exit(2);
+        }
+    };
+    let app = leakscope::leaky::router().merge(agent.router());
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {

@@ -55,6 +55,48 @@ impl AgentBuilder {
         }
     }
 
+    /// Applies settings from the environment, over the current ones:
+    ///
+    /// | variable | setting | example |
+    /// |----------|---------|---------|
+    /// | `LEAKSCOPE_ADDR` | [`addr`](Self::addr) | `127.0.0.1:6060` |
+    /// | `LEAKSCOPE_CPU_HZ` | [`cpu_frequency`](Self::cpu_frequency) | `100` |
+    /// | `LEAKSCOPE_MAX_PROFILE_SECONDS` | [`max_profile_duration`](Self::max_profile_duration) | `300` |
+    /// | `LEAKSCOPE_HEAP_SAMPLE_BYTES` | [`heap_sample_interval`](Self::heap_sample_interval) | `524288` |
+    ///
+    /// Unset or empty variables change nothing; a value that does not parse
+    /// is an [`Error::Config`] naming the variable.
+    pub fn with_default_env(self) -> Result<Self> {
+        self.with_env(|name| std::env::var(name).ok())
+    }
+
+    fn with_env(mut self, get: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        fn parse<T: std::str::FromStr>(var: &'static str, value: &str) -> Result<T>
+        where
+            T::Err: std::fmt::Display,
+        {
+            value.trim().parse().map_err(|e| Error::Config {
+                setting: var,
+                message: format!("{value:?}: {e}"),
+            })
+        }
+        let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        if let Some(v) = get("LEAKSCOPE_ADDR") {
+            self = self.addr(parse("LEAKSCOPE_ADDR", &v)?);
+        }
+        if let Some(v) = get("LEAKSCOPE_CPU_HZ") {
+            self = self.cpu_frequency(parse("LEAKSCOPE_CPU_HZ", &v)?)?;
+        }
+        if let Some(v) = get("LEAKSCOPE_MAX_PROFILE_SECONDS") {
+            let secs: u64 = parse("LEAKSCOPE_MAX_PROFILE_SECONDS", &v)?;
+            self = self.max_profile_duration(Duration::from_secs(secs));
+        }
+        if let Some(v) = get("LEAKSCOPE_HEAP_SAMPLE_BYTES") {
+            self = self.heap_sample_interval(parse("LEAKSCOPE_HEAP_SAMPLE_BYTES", &v)?)?;
+        }
+        Ok(self)
+    }
+
     /// Address the listener binds ([`AgentBuilder::spawn`] only).
     pub fn addr(mut self, addr: SocketAddr) -> Self {
         self.addr = addr;
@@ -177,5 +219,51 @@ impl Drop for Agent {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn env_overrides_defaults() {
+        let b = AgentBuilder::new()
+            .with_env(env(&[
+                ("LEAKSCOPE_ADDR", "127.0.0.1:7070"),
+                ("LEAKSCOPE_CPU_HZ", "250"),
+                ("LEAKSCOPE_MAX_PROFILE_SECONDS", "60"),
+                ("LEAKSCOPE_HEAP_SAMPLE_BYTES", ""),
+            ]))
+            .expect("valid env");
+        assert_eq!(b.addr, SocketAddr::from(([127, 0, 0, 1], 7070)));
+        assert_eq!(b.cpu_hz, 250);
+        assert_eq!(b.max_profile_duration, Duration::from_secs(60));
+        assert_eq!(b.heap_sample_interval, None, "empty means unset");
+    }
+
+    #[test]
+    fn bad_env_values_name_the_variable() {
+        let e = AgentBuilder::new()
+            .with_env(env(&[("LEAKSCOPE_CPU_HZ", "fast")]))
+            .expect_err("not a number");
+        assert!(e.to_string().contains("LEAKSCOPE_CPU_HZ"), "{e}");
+        let e = AgentBuilder::new()
+            .with_env(env(&[("LEAKSCOPE_CPU_HZ", "5000")]))
+            .expect_err("out of range");
+        assert!(e.to_string().contains("cpu_frequency"), "{e}");
+        let e = AgentBuilder::new()
+            .with_env(env(&[("LEAKSCOPE_HEAP_SAMPLE_BYTES", "1000")]))
+            .expect_err("not a power of two");
+        assert!(e.to_string().contains("power of two"), "{e}");
     }
 }
