@@ -377,3 +377,61 @@ async fn index_redirect_cmdline_and_symbol() {
         "0x1 resolves to nothing and is left out"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_and_lines_are_stable_across_dumps_and_inlining_is_kept() {
+    leak_heap(4, 64).await;
+    let a = Profile::decode_bytes(&get("/debug/pprof/heap").await.body, "first").expect("valid");
+    leak_heap(4, 64).await;
+    let b = Profile::decode_bytes(&get("/debug/pprof/heap").await.body, "second").expect("valid");
+    // address -> [(function, file, line)], innermost first
+    let frames = |p: &Profile| -> std::collections::HashMap<u64, Vec<(String, String, i64)>> {
+        p.location
+            .iter()
+            .map(|l| {
+                let lines = l
+                    .line
+                    .iter()
+                    .map(|ln| {
+                        let f = p
+                            .function
+                            .iter()
+                            .find(|f| f.id == ln.function_id)
+                            .expect("function");
+                        (
+                            p.string(f.name).to_owned(),
+                            p.string(f.filename).to_owned(),
+                            ln.line,
+                        )
+                    })
+                    .collect();
+                (l.address, lines)
+            })
+            .collect()
+    };
+    let (fa, fb) = (frames(&a), frames(&b));
+    let mut shared = 0;
+    for (addr, lines) in &fa {
+        if let Some(other) = fb.get(addr) {
+            shared += 1;
+            assert_eq!(
+                lines, other,
+                "address {addr:#x} resolved differently in two dumps"
+            );
+        }
+    }
+    assert!(shared > 10, "the two dumps share addresses ({shared})");
+    // Inlined frames are expanded as pprof represents them: several lines on
+    // one location, the real function last.
+    let inlined = a.location.iter().filter(|l| l.line.len() > 1).count();
+    assert!(inlined > 0, "some location carries inlined frames");
+    // Each location has a mapping, and the addresses are real ones in it.
+    for l in &a.location {
+        let m = a
+            .mapping
+            .iter()
+            .find(|m| m.id == l.mapping_id)
+            .expect("mapping of location");
+        assert!(m.memory_start <= l.address && l.address < m.memory_limit);
+    }
+}
