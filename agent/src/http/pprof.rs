@@ -65,13 +65,36 @@ async fn cpu_profile(state: &HttpState, query: Option<&str>) -> Result<Response,
     let duration = check_duration(state, seconds)?;
     let sampler = CpuSampler::start(state.config.cpu_hz)
         .map_err(|e| GoError::internal(format!("Could not enable CPU profiling: {e}")))?;
-    // If the client goes away, this future is dropped and so is the sampler,
+    let mut guard = StopOffThread(Some(sampler));
+    // If the client goes away, this future is dropped and so is the guard,
     // which stops sampling at once.
     tokio::time::sleep(duration).await;
+    let sampler = guard.0.take();
     let profile = state
-        .heavy(move || crate::collect::cpu::build(sampler.stop(), Symbolizer::global()))
-        .await?;
+        .heavy(move || sampler.map(|s| crate::collect::cpu::build(s.stop(), Symbolizer::global())))
+        .await?
+        .ok_or_else(|| GoError::internal("CPU profile lost"))?;
     Ok(attachment("profile", profile.encode_gzip()))
+}
+
+/// Stopping a sampler joins its drain thread; when a request is dropped
+/// (client gone) that must not happen on an async worker, so it is handed
+/// to a short-lived thread.
+#[cfg(feature = "cpu")]
+struct StopOffThread(Option<crate::cpu::CpuSampler>);
+
+#[cfg(feature = "cpu")]
+impl Drop for StopOffThread {
+    fn drop(&mut self) {
+        if let Some(sampler) = self.0.take() {
+            let moved = std::thread::Builder::new()
+                .name("leakscope-cpustop".into())
+                .spawn(move || drop(sampler));
+            // If no thread can be spawned, `spawn` drops the closure and with
+            // it the sampler, stopping it inline: still correct, only slower.
+            drop(moved);
+        }
+    }
 }
 
 #[cfg(not(feature = "cpu"))]
