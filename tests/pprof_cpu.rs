@@ -102,11 +102,7 @@ async fn cpu_profile_is_go_shaped_and_names_the_running_function() {
 
     // The burner's own function is the leaf (flat), not its caller.
     let top = pprof(&["-top", "-symbolize=none", "-tagfocus=thread=burner", &file]);
-    let first_row = top
-        .lines()
-        .skip_while(|l| !l.trim_start().starts_with("flat"))
-        .nth(1)
-        .expect("a row");
+    let first_row = support::top_first_row(&top);
     assert!(first_row.contains("pprof_cpu::burn_cpu_in_test"), "{top}");
     let pct = |field: usize| -> f64 {
         first_row

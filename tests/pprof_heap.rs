@@ -197,11 +197,7 @@ async fn diff_base_between_snapshots_puts_the_leak_on_top() {
         &b,
         &a,
     ]);
-    let first_row = top
-        .lines()
-        .skip_while(|l| !l.trim_start().starts_with("flat"))
-        .nth(1)
-        .expect("a row");
+    let first_row = support::top_first_row(&top);
     assert!(
         first_row.contains("leakscope::leaky::leak_heap_kib"),
         "top growth:\n{top}"
@@ -240,11 +236,7 @@ async fn heap_delta_over_seconds() {
         "-sample_index=inuse_space",
         &file,
     ]);
-    let first_row = top
-        .lines()
-        .skip_while(|l| !l.trim_start().starts_with("flat"))
-        .nth(1)
-        .expect("a row");
+    let first_row = support::top_first_row(&top);
     assert!(first_row.contains("leak_heap_kib"), "{top}");
 }
 

@@ -126,3 +126,11 @@ pub fn leak_line() -> u32 {
         .expect("allocation line in src/leaky.rs");
     i as u32 + 1
 }
+
+/// The first data row of `go tool pprof -top` output (the biggest entry).
+pub fn top_first_row(top: &str) -> &str {
+    top.lines()
+        .skip_while(|l| !l.trim_start().starts_with("flat"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no rows in -top output:\n{top}"))
+}
