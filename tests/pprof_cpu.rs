@@ -91,6 +91,11 @@ async fn cpu_profile_is_go_shaped_and_names_the_running_function() {
     assert!(raw.contains("Period: 10000000"), "{raw}");
     assert!(raw.contains("samples/count cpu/nanoseconds"), "{raw}");
     assert!(raw.contains("thread:[burner]"), "thread label: {raw}");
+    let comments = pprof(&["-comments", &file]);
+    assert!(
+        comments.contains("leakscope: per-thread timer, 0 samples lost"),
+        "comments: {comments}"
+    );
     let mappings = raw.split("Mappings\n").nth(1).expect("mappings");
     assert!(
         mappings

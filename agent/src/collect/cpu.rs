@@ -29,10 +29,16 @@ pub fn build(raw: RawCpuProfile, symbolizer: &Symbolizer) -> Profile {
             }
         })
         .collect();
+    let note = format!(
+        "leakscope: {} timer, {} samples lost (buffer full)",
+        raw.timer, raw.lost
+    );
     // Mappings are read after sampling so that libraries loaded meanwhile are
     // known; a failure leaves addresses unsymbolized rather than failing.
     let maps = ProcessMaps::current().unwrap_or_default();
-    build_profile(&meta, samples, &maps, symbolizer, None)
+    let mut profile = build_profile(&meta, samples, &maps, symbolizer, None);
+    profile.add_comment(&note);
+    profile
 }
 
 /// The leaf is the interrupted PC; every other address is a return address,

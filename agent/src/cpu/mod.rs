@@ -1,15 +1,25 @@
 //! CPU profiling of the whole process by SIGPROF sampling.
 //!
-//! [`CpuSampler::start`] arms `setitimer(ITIMER_PROF)`, so the kernel sends
-//! SIGPROF in proportion to the CPU time the process burns, to the thread
-//! that burned it. The handler (see `sampler`) walks frame pointers (see
+//! [`CpuSampler::start`] arms one POSIX timer per thread on that thread's
+//! CPU-time clock, delivering SIGPROF to that thread (see `timers`), so every
+//! thread is sampled in proportion to its own CPU time; the drain thread
+//! rescans `/proc/self/task` for new threads. Where `timer_create` is refused
+//! it falls back to `setitimer(ITIMER_PROF)` (see
+//! [`RawCpuProfile::timer`]). The handler (see `sampler`) walks frame pointers (see
 //! `unwind`) into a preallocated ring, without allocating, locking or calling
 //! anything but `prctl`; a drain thread named `leakscope-cpu` aggregates the
 //! ring every [`DRAIN_EVERY`] into a map of (stack, thread name) -> count.
 //! [`CpuSampler::stop`] (or dropping the sampler) tears it all down and
 //! returns a [`RawCpuProfile`] of raw addresses for the symbolizer.
 //!
-//! Limits of `ITIMER_PROF`: it is one process-wide timer checked at kernel
+//! Limits of the per-thread timers: a thread is covered from the first
+//! rescan after it starts (up to [`DRAIN_EVERY`] late); POSIX CPU timers are
+//! checked at kernel ticks too, so one thread gets at most about `CONFIG_HZ`
+//! samples per CPU-second (expirations beyond that are overruns, not
+//! counted); a thread id reused within one rescan period keeps the dead
+//! thread's (never firing) timer until the next stop.
+//!
+//! Limits of the `ITIMER_PROF` fallback: it is one process-wide timer checked at kernel
 //! ticks, so the effective rate is capped near `CONFIG_HZ` expirations per
 //! second (1000 Hz gave about 250 samples per CPU-second on a 250 Hz kernel),
 //! and a sample goes to whichever thread is running when the tick notices the
@@ -25,6 +35,7 @@ compile_error!("the CPU sampler supports Linux on x86_64 and aarch64 only");
 mod sampler;
 #[cfg(test)]
 mod tests;
+mod timers;
 mod unwind;
 
 use std::collections::HashMap;
@@ -36,6 +47,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::error::{Error, Result};
 
 use self::sampler::Ring;
+use self::timers::ThreadTimers;
 use self::unwind::ExecMaps;
 
 /// How often the drain thread empties the ring.
@@ -53,14 +65,23 @@ pub struct CpuSampler {
     period_ns: u64,
     start: SystemTime,
     started: Instant,
+    timer: &'static str,
 }
+
+/// [`RawCpuProfile::timer`] with one POSIX CPU-time timer per thread.
+pub const TIMER_PER_THREAD: &str = "per-thread";
+/// [`RawCpuProfile::timer`] with the process-wide `setitimer(ITIMER_PROF)`.
+pub const TIMER_PROCESS: &str = "process";
 
 /// What must be torn down.
 struct Running {
     ring: Arc<Ring>,
     old_action: libc::sigaction,
     stop: Arc<AtomicBool>,
+    /// Owns the per-thread timers, if any, and deletes them when it ends.
     drain: JoinHandle<Counts>,
+    /// Whether `setitimer(ITIMER_PROF)` is armed (the fallback).
+    itimer: bool,
 }
 
 /// An aggregated CPU profile with unsymbolized stacks.
@@ -76,6 +97,10 @@ pub struct RawCpuProfile {
     pub duration: Duration,
     /// Samples dropped because the buffer was full, or the stack walk failed.
     pub lost: u64,
+    /// How SIGPROF was generated: [`TIMER_PER_THREAD`] (a CPU-time timer per
+    /// thread) or [`TIMER_PROCESS`] (`setitimer(ITIMER_PROF)`, the fallback
+    /// where `timer_create` is refused).
+    pub timer: &'static str,
 }
 
 /// One distinct (stack, thread) with how often it was seen.
@@ -94,8 +119,13 @@ pub struct RawCpuSample {
 impl CpuSampler {
     /// Starts sampling all threads at `hz` samples per CPU-second (1..=1000).
     /// Err(Error::CpuProfilingInUse) if another CpuSampler is alive;
-    /// Err(Error::CpuTimer(io)) if sigaction/setitimer fail.
+    /// Err(Error::CpuTimer(io)) if sigaction fails, or if per-thread timers
+    /// are refused and setitimer fails too.
     pub fn start(hz: u32) -> Result<CpuSampler> {
+        Self::start_with(hz, true)
+    }
+
+    fn start_with(hz: u32, per_thread: bool) -> Result<CpuSampler> {
         if !(1..=1000).contains(&hz) {
             return Err(Error::Config {
                 setting: "hz",
@@ -108,7 +138,7 @@ impl CpuSampler {
         {
             return Err(Error::CpuProfilingInUse);
         }
-        match Self::start_claimed(hz) {
+        match Self::start_claimed(hz, per_thread) {
             Ok(sampler) => Ok(sampler),
             Err(e) => {
                 IN_USE.store(false, Ordering::Release);
@@ -118,53 +148,81 @@ impl CpuSampler {
     }
 
     /// `start` once the IN_USE guard is held; releases nothing itself.
-    fn start_claimed(hz: u32) -> Result<CpuSampler> {
-        // Everything the handler reads is built here, before the timer runs.
+    /// With `per_thread` false, goes straight to the `setitimer` fallback.
+    fn start_claimed(hz: u32, per_thread: bool) -> Result<CpuSampler> {
+        let period_ns = 1_000_000_000 / u64::from(hz);
+        // Everything the handler reads is built here, before any timer runs.
         let ring = Arc::new(Ring::new(ExecMaps::from_proc()));
         let stop = Arc::new(AtomicBool::new(false));
-        let drain = {
-            let ring = Arc::clone(&ring);
-            let stop = Arc::clone(&stop);
-            std::thread::Builder::new()
-                .name("leakscope-cpu".into())
-                .spawn(move || drain_loop(&ring, &stop))
-                .map_err(|source| Error::Io {
-                    context: "spawning the CPU profile drain thread",
-                    source,
-                })?
-        };
-        let stop_drain = |drain: JoinHandle<Counts>| {
-            stop.store(true, Ordering::Release);
-            drain.thread().unpark();
-            // A panic in the drain thread loses nothing we could report.
-            let _ = drain.join();
-        };
-        let old_action = match sampler::install(&ring) {
-            Ok(old) => old,
-            Err(e) => {
-                stop_drain(drain);
-                return Err(Error::CpuTimer(e));
-            }
+        // The handler goes in before any timer can fire.
+        let old_action = sampler::install(&ring).map_err(Error::CpuTimer)?;
+        let undo = |old_action: &libc::sigaction| {
+            sampler::deactivate();
+            sampler::restore(old_action);
         };
         let start = SystemTime::now();
         let started = Instant::now();
-        if let Err(e) = sampler::set_timer(1_000_000 / u64::from(hz)) {
-            sampler::deactivate();
-            sampler::restore(&old_action);
-            stop_drain(drain);
+        let timers = if per_thread {
+            ThreadTimers::start(period_ns).ok()
+        } else {
+            None
+        };
+        let itimer = timers.is_none();
+        if itimer && let Err(e) = sampler::set_timer(1_000_000 / u64::from(hz)) {
+            undo(&old_action);
             return Err(Error::CpuTimer(e));
         }
+        let spawned = {
+            let ring = Arc::clone(&ring);
+            let stop = Arc::clone(&stop);
+            // On failure the closure, and with it `timers`, is dropped,
+            // which deletes the timers.
+            std::thread::Builder::new()
+                .name("leakscope-cpu".into())
+                .spawn(move || drain_loop(&ring, &stop, timers))
+        };
+        let drain = match spawned {
+            Ok(drain) => drain,
+            Err(source) => {
+                if itimer {
+                    let _ = sampler::set_timer(0);
+                }
+                undo(&old_action);
+                return Err(Error::Io {
+                    context: "spawning the CPU profile drain thread",
+                    source,
+                });
+            }
+        };
         Ok(CpuSampler {
             running: Some(Running {
                 ring,
                 old_action,
                 stop,
                 drain,
+                itimer,
             }),
-            period_ns: 1_000_000_000 / u64::from(hz),
+            period_ns,
             start,
             started,
+            timer: if itimer {
+                TIMER_PROCESS
+            } else {
+                TIMER_PER_THREAD
+            },
         })
+    }
+
+    /// Like [`CpuSampler::start`] but always with the `setitimer` fallback
+    /// (for comparisons in tests).
+    #[cfg(test)]
+    pub(crate) fn start_process_timer(hz: u32) -> Result<CpuSampler> {
+        Self::start_with(hz, false)
+    }
+
+    /// How SIGPROF is generated: [`TIMER_PER_THREAD`] or [`TIMER_PROCESS`].
+    pub fn timer(&self) -> &'static str {
+        self.timer
     }
 
     /// Stops the timer, restores the previous SIGPROF disposition, drains
@@ -182,17 +240,25 @@ impl CpuSampler {
             start: self.start,
             duration: self.started.elapsed(),
             lost: 0,
+            timer: self.timer,
         };
         let Some(run) = self.running.take() else {
             return profile;
         };
-        // setitimer cannot fail with a valid, zero interval.
-        let _ = sampler::set_timer(0);
-        sampler::deactivate();
-        sampler::restore(&run.old_action);
+        if run.itimer {
+            // setitimer cannot fail with a valid, zero interval.
+            let _ = sampler::set_timer(0);
+        }
+        // The drain thread deletes the per-thread timers before it returns
+        // (also if it panics: they are dropped while unwinding).
         run.stop.store(true, Ordering::Release);
         run.drain.thread().unpark();
-        let mut counts = run.drain.join().unwrap_or_default();
+        let counts = run.drain.join();
+        // No timer is left; SIGPROFs generated before may still be pending,
+        // which `restore` discards before putting the old action back.
+        sampler::deactivate();
+        sampler::restore(&run.old_action);
+        let mut counts = counts.unwrap_or_default();
         // Catch anything the drain thread missed (or all of it, if it
         // panicked); no handler can write any more.
         run.ring.drain(&mut counts);
@@ -217,14 +283,19 @@ impl Drop for CpuSampler {
     }
 }
 
-/// Body of the drain thread: empties the ring every [`DRAIN_EVERY`] until
-/// told to stop, then once more.
-fn drain_loop(ring: &Ring, stop: &AtomicBool) -> Counts {
+/// Body of the drain thread: empties the ring and rescans the threads for
+/// `timers` every [`DRAIN_EVERY`] until told to stop, then deletes the timers
+/// and empties the ring once more.
+fn drain_loop(ring: &Ring, stop: &AtomicBool, mut timers: Option<ThreadTimers>) -> Counts {
     let mut counts = Counts::new();
     while !stop.load(Ordering::Acquire) {
         std::thread::park_timeout(DRAIN_EVERY);
+        if let Some(timers) = &mut timers {
+            timers.rescan();
+        }
         ring.drain(&mut counts);
     }
+    drop(timers);
     ring.drain(&mut counts);
     counts
 }

@@ -1,6 +1,7 @@
 //! The SIGPROF side of the CPU profiler: the preallocated ring of sample
 //! slots, the async-signal-safe signal handler that fills it, the
-//! `setitimer`/`sigaction` plumbing, and the drain that empties the ring.
+//! `setitimer`/`timer_create`/`sigaction` plumbing, and the drain that
+//! empties the ring.
 //!
 //! The handler reaches the ring only through [`RING`], and only while
 //! [`ACTIVE`] is set; it counts itself in [`IN_FLIGHT`] so that teardown can
@@ -260,4 +261,84 @@ pub(crate) fn restore(old: &libc::sigaction) {
     unsafe { libc::sigaction(libc::SIGPROF, &ignore, ptr::null_mut()) };
     // SAFETY: as above; `old` is what sigaction returned in `install`.
     unsafe { libc::sigaction(libc::SIGPROF, old, ptr::null_mut()) };
+}
+
+/// POSIX timers created by [`create_thread_timer`] (for leak checks).
+pub(crate) static TIMERS_CREATED: AtomicU64 = AtomicU64::new(0);
+/// POSIX timers successfully deleted by [`delete_thread_timer`].
+pub(crate) static TIMERS_DELETED: AtomicU64 = AtomicU64::new(0);
+
+/// The kernel's clock id for the CPU-time clock of thread `tid` of this
+/// process: `(~tid << 3) | CPUCLOCK_PERTHREAD_MASK (4) | CPUCLOCK_SCHED (2)`,
+/// which is what glibc's `pthread_getcpuclockid` returns.
+pub(crate) fn thread_cpu_clock(tid: libc::pid_t) -> libc::clockid_t {
+    ((!tid) << 3) | 6
+}
+
+/// The calling thread's kernel thread id.
+pub(crate) fn gettid() -> libc::pid_t {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) as libc::pid_t }
+}
+
+/// Creates a POSIX timer on the CPU-time clock of thread `tid` (of this
+/// process) that sends SIGPROF to that thread every `interval_ns` of its CPU
+/// time, and arms it. Returns the kernel timer id.
+pub(crate) fn create_thread_timer(tid: libc::pid_t, interval_ns: u64) -> io::Result<libc::c_int> {
+    // SAFETY: sigevent is plain data; all-zero is a valid starting value.
+    let mut sev: libc::sigevent = unsafe { std::mem::zeroed() };
+    sev.sigev_notify = libc::SIGEV_THREAD_ID;
+    sev.sigev_signo = libc::SIGPROF;
+    sev.sigev_notify_thread_id = tid;
+    let mut id: libc::c_int = 0;
+    // SAFETY: raw timer_create(clockid, struct sigevent *, kernel_timer_t *)
+    // with a valid sigevent and a valid int to receive the id.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_timer_create,
+            thread_cpu_clock(tid),
+            &mut sev as *mut libc::sigevent,
+            &mut id as *mut libc::c_int,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    TIMERS_CREATED.fetch_add(1, Ordering::Relaxed);
+    let ts = libc::timespec {
+        tv_sec: (interval_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (interval_ns % 1_000_000_000) as _,
+    };
+    let spec = libc::itimerspec {
+        it_interval: ts,
+        it_value: ts,
+    };
+    // SAFETY: raw timer_settime(id, flags, new, old) with a valid itimerspec
+    // and a null old value.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_timer_settime,
+            id,
+            0,
+            &spec as *const libc::itimerspec,
+            ptr::null_mut::<libc::itimerspec>(),
+        )
+    };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        delete_thread_timer(id);
+        return Err(err);
+    }
+    Ok(id)
+}
+
+/// Disarms and deletes a timer from [`create_thread_timer`]. Errors are
+/// ignored (there is nothing to do about them); they show up as a mismatch
+/// between [`TIMERS_CREATED`] and [`TIMERS_DELETED`].
+pub(crate) fn delete_thread_timer(id: libc::c_int) {
+    // SAFETY: raw timer_delete on an id we own; an invalid id only returns
+    // EINVAL.
+    if unsafe { libc::syscall(libc::SYS_timer_delete, id) } == 0 {
+        TIMERS_DELETED.fetch_add(1, Ordering::Relaxed);
+    }
 }

@@ -4,11 +4,12 @@
 use std::hint::black_box;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::sampler::{self, TIMERS_CREATED, TIMERS_DELETED};
 use super::unwind::ExecMaps;
-use super::{CpuSampler, RawCpuProfile};
+use super::{CpuSampler, RawCpuProfile, TIMER_PER_THREAD, TIMER_PROCESS};
 use crate::error::Error;
 
 static LOCK: Mutex<()> = Mutex::new(());
@@ -225,6 +226,7 @@ fn start_stop_under_allocation_stress() {
     watchdog.join().expect("watchdog");
     println!("stress: 20 start/stop cycles, {samples} samples, {lost} lost");
     assert!(samples > 0);
+    assert_no_leaked_timers();
 }
 
 /// The current SIGPROF handler address.
@@ -262,4 +264,160 @@ fn rejects_bad_rates() {
     let _g = serial();
     assert!(matches!(CpuSampler::start(0), Err(Error::Config { .. })));
     assert!(matches!(CpuSampler::start(1001), Err(Error::Config { .. })));
+}
+
+/// Every POSIX timer the sampler created has been deleted, and (where
+/// /proc/self/timers is readable) the process has none left. Call with
+/// [`LOCK`] held and no sampler alive.
+fn assert_no_leaked_timers() {
+    let created = TIMERS_CREATED.load(Ordering::Relaxed);
+    let deleted = TIMERS_DELETED.load(Ordering::Relaxed);
+    let listed = std::fs::read_to_string("/proc/self/timers")
+        .ok()
+        .map(|t| t.lines().filter(|l| l.starts_with("ID:")).count());
+    println!("timers: {created} created, {deleted} deleted, /proc/self/timers lists {listed:?}");
+    assert_eq!(created, deleted, "leaked per-thread timers");
+    if let Some(listed) = listed {
+        assert_eq!(listed, 0, "timers left in /proc/self/timers");
+    }
+}
+
+/// The calling thread's name as the handler records it.
+fn own_name() -> String {
+    let mut buf = [0u8; 16];
+    // SAFETY: PR_GET_NAME writes at most 16 bytes into `buf`.
+    let rc = unsafe { libc::prctl(libc::PR_GET_NAME, buf.as_mut_ptr()) };
+    assert_eq!(rc, 0);
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(16);
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+fn count_of(p: &RawCpuProfile, name: &str) -> u64 {
+    of_thread(p, name).map(|(_, c)| c).sum()
+}
+
+/// Three busy threads on (typically) two cores for `secs`: two burners and
+/// the calling thread. Returns (captured / expected, burner-a's share of the
+/// burners' samples, the timer mode).
+fn contention(per_thread: bool, hz: u32, secs: f64) -> (f64, f64, &'static str) {
+    let dur = Duration::from_secs_f64(secs);
+    // The burners exist before start() so that they have timers from the
+    // first instant (new threads get theirs at the next rescan, which
+    // `thread_started_after_start_is_sampled` covers).
+    let go = Arc::new(Barrier::new(3));
+    let burners: Vec<_> = ["burner-a", "burner-b"]
+        .into_iter()
+        .map(|name| {
+            let go = Arc::clone(&go);
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || {
+                    go.wait();
+                    let c0 = thread_cpu();
+                    black_box(burn_caller(Instant::now() + dur));
+                    thread_cpu() - c0
+                })
+                .expect("spawn")
+        })
+        .collect();
+    let sampler = if per_thread {
+        CpuSampler::start(hz)
+    } else {
+        CpuSampler::start_process_timer(hz)
+    }
+    .expect("start");
+    let mode = sampler.timer();
+    go.wait();
+    let c0 = thread_cpu();
+    black_box(burn_caller(Instant::now() + dur));
+    let mut cpu = thread_cpu() - c0;
+    for b in burners {
+        cpu += b.join().expect("burner");
+    }
+    let profile = sampler.stop();
+    assert_eq!(profile.timer, mode);
+    let me = own_name();
+    let (a, b, m) = (
+        count_of(&profile, "burner-a"),
+        count_of(&profile, "burner-b"),
+        count_of(&profile, &me),
+    );
+    let expected = cpu.as_secs_f64() * f64::from(hz);
+    let ratio = (a + b + m) as f64 / expected;
+    let share = a as f64 / (a + b).max(1) as f64;
+    println!(
+        "contention [{mode:>10}]: burner-a {a}, burner-b {b}, {me:?} {m}; cpu {:.3}s, \
+         expected {expected:.1}, ratio {ratio:.3}, burner-a share {share:.3}, lost {}",
+        cpu.as_secs_f64(),
+        profile.lost
+    );
+    (ratio, share, mode)
+}
+
+#[test]
+fn contention_per_thread_vs_process_timer() {
+    let _g = serial();
+    let (old_ratio, old_share, old_mode) = contention(false, 100, 2.0);
+    let (new_ratio, new_share, new_mode) = contention(true, 100, 2.0);
+    assert_eq!(old_mode, TIMER_PROCESS);
+    println!(
+        "captured/expected: {old_mode} {old_ratio:.3} (burner-a share {old_share:.3}) | \
+         {new_mode} {new_ratio:.3} (burner-a share {new_share:.3})"
+    );
+    if new_mode != TIMER_PER_THREAD {
+        println!("per-thread timers unavailable here: nothing more to check");
+        return;
+    }
+    assert!(
+        new_ratio >= 0.95,
+        "per-thread timers sampled {new_ratio:.3} of expected"
+    );
+    assert!(
+        (0.35..=0.65).contains(&new_share),
+        "burner-a has {new_share:.3} of the burners' samples"
+    );
+}
+
+#[test]
+fn thread_started_after_start_is_sampled() {
+    let _g = serial();
+    let hz = 100;
+    let sampler = CpuSampler::start(hz).expect("start");
+    std::thread::sleep(Duration::from_millis(100));
+    let late = std::thread::Builder::new()
+        .name("late-burner".into())
+        .spawn(|| {
+            let c0 = thread_cpu();
+            black_box(burn_caller(Instant::now() + Duration::from_secs(1)));
+            thread_cpu() - c0
+        })
+        .expect("spawn");
+    let cpu = late.join().expect("late burner");
+    let profile = sampler.stop();
+    let got = count_of(&profile, "late-burner");
+    let expected = cpu.as_secs_f64() * f64::from(hz);
+    let ratio = got as f64 / expected;
+    println!(
+        "late-burner [{}]: {got} samples, cpu {:.3}s, expected {expected:.1}, ratio {ratio:.3}",
+        profile.timer,
+        cpu.as_secs_f64()
+    );
+    assert!(
+        ratio >= 0.7,
+        "thread started after start() sampled {ratio:.3} of expected"
+    );
+}
+
+#[test]
+fn thread_clock_id_matches_pthread_getcpuclockid() {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: pthread_self is this thread; `clock` is a valid out pointer.
+    let rc = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) };
+    assert_eq!(rc, 0);
+    let tid = sampler::gettid();
+    println!(
+        "tid {tid}: pthread_getcpuclockid {clock}, formula {}",
+        sampler::thread_cpu_clock(tid)
+    );
+    assert_eq!(sampler::thread_cpu_clock(tid), clock);
 }

@@ -198,6 +198,18 @@ impl Profile {
             .map_or("", String::as_str)
     }
 
+    /// Adds a free-form comment (shown by `go tool pprof -raw` and `-comments`).
+    pub fn add_comment(&mut self, text: &str) {
+        let index = match self.string_table.iter().position(|s| s == text) {
+            Some(i) => i as i64,
+            None => {
+                self.string_table.push(text.to_owned());
+                self.string_table.len() as i64 - 1
+            }
+        };
+        self.comment.push(index);
+    }
+
     /// `(type, unit)` names of the sample types, in order.
     pub fn sample_type_names(&self) -> Vec<(&str, &str)> {
         self.sample_type
