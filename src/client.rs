@@ -1,11 +1,31 @@
-//! A minimal HTTP/1.1 client for loopback: one request per connection, with
-//! a timeout, used by the demo and the tests. The sidecar's client (retries
-//! with backoff and a circuit breaker) will replace it when it lands.
+//! The one HTTP/1.1 client of leakscope, for loopback services: the demo, the
+//! tests and the overhead bench use it.
+//!
+//! [`Connection`] keeps one TCP stream open across requests (HTTP/1.1
+//! keep-alive), reads `Content-Length`, chunked and read-to-close bodies up
+//! to a size cap, and reconnects once, transparently, when the server closed
+//! an idle connection before answering. [`get`] and [`post`] send one request
+//! on a fresh connection that is closed afterwards.
+//!
+//! ```no_run
+//! # async fn demo(addr: std::net::SocketAddr) -> Result<(), leakscope::client::ClientError> {
+//! use std::time::Duration;
+//! use leakscope::client::Connection;
+//!
+//! let mut conn = Connection::connect(addr, Duration::from_secs(5)).await?;
+//! let heap = conn.get("/debug/pprof/heap", Duration::from_secs(60)).await?;
+//! let again = conn.get("/debug/pprof/heap", Duration::from_secs(60)).await?; // same stream
+//! # let _ = (heap, again);
+//! # Ok(())
+//! # }
+//! ```
 
+use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 
 /// A response: status, headers (names lowercased) and body.
 #[derive(Debug, Clone)]
@@ -33,7 +53,10 @@ impl Response {
     }
 }
 
-/// Errors of [`get`] and [`post`].
+/// Errors of [`get`], [`post`] and [`Connection`].
+///
+/// Failures of [`Connection::connect`] name the method `CONNECT` and the
+/// address as the path.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// No complete answer within the timeout.
@@ -69,114 +92,479 @@ pub enum ClientError {
     },
 }
 
-/// GET `http://addr{path}`.
+/// GET `http://addr{path}` on a fresh connection, closed afterwards.
+///
+/// `timeout` bounds the whole exchange, connecting included.
 pub async fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Response, ClientError> {
-    request(addr, "GET", path, &[], timeout).await
+    one_shot(addr, "GET", path, &[], timeout).await
 }
 
-/// POST `body` to `http://addr{path}`.
+/// POST `body` to `http://addr{path}` on a fresh connection, closed
+/// afterwards.
+///
+/// `timeout` bounds the whole exchange, connecting included.
 pub async fn post(
     addr: SocketAddr,
     path: &str,
     body: &[u8],
     timeout: Duration,
 ) -> Result<Response, ClientError> {
-    request(addr, "POST", path, body, timeout).await
+    one_shot(addr, "POST", path, body, timeout).await
 }
 
-async fn request(
+async fn one_shot(
     addr: SocketAddr,
     method: &'static str,
     path: &str,
     body: &[u8],
     timeout: Duration,
 ) -> Result<Response, ClientError> {
-    let io = |source| ClientError::Io {
-        method,
-        path: path.to_owned(),
-        source,
+    let mut conn = Connection {
+        addr,
+        connect_timeout: timeout,
+        max_body: Connection::DEFAULT_MAX_BODY,
+        stream: None,
+        keep_alive: false,
+        line: Vec::new(),
     };
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(io)?;
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-            body.len()
+    conn.send(method, path, body, timeout).await
+}
+
+/// One keep-alive HTTP/1.1 connection to a loopback service.
+///
+/// Requests are sent one at a time over the same TCP stream. After an error,
+/// a timeout or a response that ends the connection (`Connection: close`, a
+/// body that runs to the end of the stream), the next request opens a new
+/// stream. When a stream that already carried a response is found closed by
+/// the server before any byte of the next response arrived (the server
+/// dropped an idle connection), the request is sent again, once, on a new
+/// stream.
+#[derive(Debug)]
+pub struct Connection {
+    addr: SocketAddr,
+    connect_timeout: Duration,
+    max_body: usize,
+    /// The open stream, if any, and how many responses it has carried.
+    stream: Option<(BufReader<TcpStream>, u64)>,
+    /// Ask the server to keep the stream open (false for one-shot requests).
+    keep_alive: bool,
+    /// Reused buffer for one line of the response head.
+    line: Vec<u8>,
+}
+
+/// Longest line of a response head (status line, header, chunk size).
+const MAX_LINE: usize = 16 * 1024;
+/// Most header lines in one response head.
+const MAX_HEADERS: usize = 128;
+/// Read buffer per connection.
+const READ_BUFFER: usize = 16 * 1024;
+
+impl Connection {
+    /// Default largest body [`Connection::with_max_body`] accepts: 256 MiB.
+    pub const DEFAULT_MAX_BODY: usize = 256 << 20;
+
+    /// Opens a TCP connection to `addr` within `timeout`, which also bounds
+    /// every later reconnect.
+    pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Connection, ClientError> {
+        let mut conn = Connection {
+            addr,
+            connect_timeout: timeout,
+            max_body: Connection::DEFAULT_MAX_BODY,
+            stream: None,
+            keep_alive: true,
+            line: Vec::with_capacity(256),
+        };
+        let path = addr.to_string();
+        let stream = tokio::time::timeout(timeout, conn.dial("CONNECT", &path))
+            .await
+            .map_err(|_| ClientError::Timeout {
+                method: "CONNECT",
+                path: path.clone(),
+                timeout,
+            })??;
+        conn.stream = Some((stream, 0));
+        Ok(conn)
+    }
+
+    /// Sets the largest response body accepted; a larger one is a
+    /// [`ClientError::BadResponse`] (default [`Self::DEFAULT_MAX_BODY`]).
+    #[must_use]
+    pub fn with_max_body(mut self, bytes: usize) -> Connection {
+        self.max_body = bytes;
+        self
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// GET `path`; `timeout` bounds the whole exchange, a reconnect included.
+    pub async fn get(&mut self, path: &str, timeout: Duration) -> Result<Response, ClientError> {
+        self.send("GET", path, &[], timeout).await
+    }
+
+    /// POST `body` to `path`; `timeout` bounds the whole exchange, a
+    /// reconnect included.
+    pub async fn post(
+        &mut self,
+        path: &str,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<Response, ClientError> {
+        self.send("POST", path, body, timeout).await
+    }
+
+    async fn send(
+        &mut self,
+        method: &'static str,
+        path: &str,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<Response, ClientError> {
+        match tokio::time::timeout(timeout, self.send_with_retry(method, path, body)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => {
+                self.stream = None;
+                Err(e)
+            }
+            Err(_) => {
+                // The stream is somewhere in the middle of a response.
+                self.stream = None;
+                Err(ClientError::Timeout {
+                    method,
+                    path: path.to_owned(),
+                    timeout,
+                })
+            }
+        }
+    }
+
+    async fn send_with_retry(
+        &mut self,
+        method: &'static str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<Response, ClientError> {
+        let reused = matches!(self.stream, Some((_, served)) if served > 0);
+        match self.exchange(method, path, body).await {
+            Err(Failure::ClosedBeforeResponse(_)) if reused => {
+                self.stream = None;
+                self.exchange(method, path, body)
+                    .await
+                    .map_err(|f| f.into_error(method, path))
+            }
+            result => result.map_err(|f| f.into_error(method, path)),
+        }
+    }
+
+    /// One request and its response, on the open stream or a new one.
+    async fn exchange(
+        &mut self,
+        method: &'static str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<Response, Failure> {
+        let open = match self.stream.take() {
+            Some(open) => open,
+            None => {
+                let dialed = tokio::time::timeout(self.connect_timeout, self.dial(method, path))
+                    .await
+                    .map_err(|_| {
+                        Failure::Client(ClientError::Timeout {
+                            method,
+                            path: path.to_owned(),
+                            timeout: self.connect_timeout,
+                        })
+                    })?
+                    .map_err(Failure::Client)?;
+                (dialed, 0)
+            }
+        };
+        let (reader, served) = self.stream.insert(open);
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: leakscope/{}\r\n",
+            self.addr,
+            env!("CARGO_PKG_VERSION")
         );
-        stream.write_all(head.as_bytes()).await.map_err(io)?;
-        stream.write_all(body).await.map_err(io)?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.map_err(io)?;
-        parse(&raw).map_err(|message| ClientError::BadResponse {
+        if !self.keep_alive {
+            head.push_str("Connection: close\r\n");
+        }
+        if method != "GET" || !body.is_empty() {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        head.push_str("\r\n");
+        let stream = reader.get_mut();
+        let written = async {
+            stream.write_all(head.as_bytes()).await?;
+            stream.write_all(body).await?;
+            stream.flush().await
+        };
+        if let Err(e) = written.await {
+            return Err(if is_closed(&e) {
+                Failure::ClosedBeforeResponse(e)
+            } else {
+                Failure::Io(e)
+            });
+        }
+        let (response, keep) = read_response(reader, &mut self.line, self.max_body).await?;
+        *served += 1;
+        if !keep || !self.keep_alive {
+            self.stream = None;
+        }
+        Ok(response)
+    }
+
+    async fn dial(
+        &self,
+        method: &'static str,
+        path: &str,
+    ) -> Result<BufReader<TcpStream>, ClientError> {
+        let io = |source| ClientError::Io {
             method,
             path: path.to_owned(),
-            message,
-        })
-    };
-    tokio::time::timeout(timeout, exchange)
+            source,
+        };
+        let stream = TcpStream::connect(self.addr).await.map_err(io)?;
+        stream.set_nodelay(true).map_err(io)?;
+        Ok(BufReader::with_capacity(READ_BUFFER, stream))
+    }
+}
+
+/// How an exchange failed.
+#[derive(Debug)]
+enum Failure {
+    /// The server closed the stream before the first byte of the response.
+    ClosedBeforeResponse(io::Error),
+    /// Reading or writing failed later.
+    Io(io::Error),
+    /// The response is malformed or too large.
+    Bad(String),
+    /// Connecting failed.
+    Client(ClientError),
+}
+
+impl Failure {
+    fn into_error(self, method: &'static str, path: &str) -> ClientError {
+        match self {
+            Failure::ClosedBeforeResponse(source) | Failure::Io(source) => ClientError::Io {
+                method,
+                path: path.to_owned(),
+                source,
+            },
+            Failure::Bad(message) => ClientError::BadResponse {
+                method,
+                path: path.to_owned(),
+                message,
+            },
+            Failure::Client(e) => e,
+        }
+    }
+}
+
+fn is_closed(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof
+    )
+}
+
+/// Reads one line ending in CRLF into `line`, without the CRLF.
+async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R, line: &mut Vec<u8>) -> Result<(), Failure> {
+    line.clear();
+    let n = (&mut *r)
+        .take(MAX_LINE as u64 + 2)
+        .read_until(b'\n', line)
         .await
-        .map_err(|_| ClientError::Timeout {
-            method,
-            path: path.to_owned(),
-            timeout,
-        })?
-}
-
-fn parse(raw: &[u8]) -> Result<Response, String> {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("no end of headers")?;
-    let head = String::from_utf8_lossy(&raw[..split]);
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    if chunked {
-        body = dechunk(&body)?;
+        .map_err(Failure::Io)?;
+    if n == 0 {
+        return Err(Failure::Io(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed by the server in the middle of a response",
+        )));
     }
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
+    if !line.ends_with(b"\r\n") {
+        return Err(Failure::Bad(if line.len() > MAX_LINE {
+            format!("line longer than {MAX_LINE} bytes")
+        } else {
+            format!("malformed line {:?}", String::from_utf8_lossy(line))
+        }));
+    }
+    line.truncate(line.len() - 2);
+    Ok(())
 }
 
-fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
+/// Reads one response: the head, then the body framed by `Content-Length`,
+/// chunked encoding or the end of the stream. Also returns whether the
+/// stream may carry another request.
+async fn read_response<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    line: &mut Vec<u8>,
+    max_body: usize,
+) -> Result<(Response, bool), Failure> {
+    // Nothing at all yet: the server closed an idle stream.
+    match r.fill_buf().await {
+        Ok([]) => {
+            return Err(Failure::ClosedBeforeResponse(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed by the server before any response",
+            )));
+        }
+        Ok(_) => {}
+        Err(e) if is_closed(&e) => return Err(Failure::ClosedBeforeResponse(e)),
+        Err(e) => return Err(Failure::Io(e)),
+    }
     loop {
-        let eol = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("truncated chunk size")?;
-        let size_text = String::from_utf8_lossy(&data[..eol]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| format!("bad chunk size {size_text:?}"))?;
-        data = &data[eol + 2..];
-        if size == 0 {
-            return Ok(out);
+        let (status, http10) = read_status_line(r, line).await?;
+        let mut headers = Vec::new();
+        loop {
+            read_line(r, line).await?;
+            if line.is_empty() {
+                break;
+            }
+            if headers.len() == MAX_HEADERS {
+                return Err(Failure::Bad(format!("more than {MAX_HEADERS} headers")));
+            }
+            let text = String::from_utf8_lossy(line);
+            let Some((name, value)) = text.split_once(':') else {
+                return Err(Failure::Bad(format!("malformed header {text:?}")));
+            };
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
         }
-        if data.len() < size + 2 {
-            return Err("truncated chunk".into());
+        // 1xx (100 Continue, 103 Early Hints): the real answer follows.
+        if (100..200).contains(&status) && status != 101 {
+            continue;
         }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
+        let has_token = |name: &str, token: &str| {
+            headers
+                .iter()
+                .filter(|(k, _)| k == name)
+                .flat_map(|(_, v)| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case(token))
+        };
+        let mut keep = if http10 {
+            has_token("connection", "keep-alive")
+        } else {
+            !has_token("connection", "close")
+        };
+        let mut body = Vec::new();
+        if has_token("transfer-encoding", "chunked") {
+            read_chunked(r, line, max_body, &mut body).await?;
+        } else if let Some((_, v)) = headers.iter().find(|(k, _)| k == "content-length") {
+            let n: usize = v
+                .parse()
+                .map_err(|_| Failure::Bad(format!("bad content-length {v:?}")))?;
+            if n > max_body {
+                return Err(too_large(max_body));
+            }
+            body.resize(n, 0);
+            r.read_exact(&mut body).await.map_err(Failure::Io)?;
+        } else if !(status == 204 || status == 304 || status == 101) {
+            // No length: the body runs to the end of the stream.
+            (&mut *r)
+                .take(max_body as u64 + 1)
+                .read_to_end(&mut body)
+                .await
+                .map_err(Failure::Io)?;
+            if body.len() > max_body {
+                return Err(too_large(max_body));
+            }
+            keep = false;
+        }
+        let response = Response {
+            status,
+            headers,
+            body,
+        };
+        return Ok((response, keep && status != 101));
     }
+}
+
+/// The status code, and whether the server speaks HTTP/1.0.
+async fn read_status_line<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    line: &mut Vec<u8>,
+) -> Result<(u16, bool), Failure> {
+    read_line(r, line).await?;
+    let text = String::from_utf8_lossy(line);
+    let mut parts = text.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default();
+    let status = parts
+        .next()
+        .filter(|s| s.len() == 3)
+        .and_then(|s| s.parse::<u16>().ok())
+        .filter(|s| (100..600).contains(s) && version.starts_with("HTTP/1."))
+        .ok_or_else(|| Failure::Bad(format!("bad status line {text:?}")))?;
+    Ok((status, version == "HTTP/1.0"))
+}
+
+async fn read_chunked<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    line: &mut Vec<u8>,
+    max_body: usize,
+    body: &mut Vec<u8>,
+) -> Result<(), Failure> {
+    loop {
+        read_line(r, line).await?;
+        let text = String::from_utf8_lossy(line);
+        let size_text = text.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_text, 16)
+            .map_err(|_| Failure::Bad(format!("bad chunk size {text:?}")))?;
+        if size == 0 {
+            // Trailers, then the empty line.
+            loop {
+                read_line(r, line).await?;
+                if line.is_empty() {
+                    return Ok(());
+                }
+            }
+        }
+        if size > max_body.saturating_sub(body.len()) {
+            return Err(too_large(max_body));
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        r.read_exact(&mut body[start..])
+            .await
+            .map_err(Failure::Io)?;
+        read_line(r, line).await?;
+        if !line.is_empty() {
+            return Err(Failure::Bad("chunk not followed by CRLF".into()));
+        }
+    }
+}
+
+fn too_large(max_body: usize) -> Failure {
+    Failure::Bad(format!("body larger than {max_body} bytes"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use axum::Router;
+    use axum::extract::ConnectInfo;
+    use axum::routing::{get as get_route, post as post_route};
+    use tokio::net::TcpListener;
+
+    const T: Duration = Duration::from_secs(10);
+
+    /// Parses a whole response from bytes.
+    fn parse(raw: &[u8]) -> Result<Response, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let mut reader = raw;
+            read_response(&mut reader, &mut Vec::new(), 1 << 20)
+                .await
+                .map(|(response, _)| response)
+                .map_err(|f| format!("{f:?}"))
+        })
+    }
 
     #[test]
     fn parses_plain_and_chunked_bodies() {
@@ -188,5 +576,191 @@ mod tests {
         let r = parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").expect("parse");
         assert_eq!(r.body, b"abcde");
         assert!(parse(b"HTTP/1.1 200 OK\r\n").is_err());
+    }
+
+    #[test]
+    fn rejects_bad_and_oversized_responses() {
+        assert!(parse(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
+        assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Length: 2000000\r\n\r\n").is_err());
+        assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
+        assert!(parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").is_err());
+        assert!(
+            parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n")
+                .is_err()
+        );
+        let r =
+            parse(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+                .expect("parse");
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"hi"[..]));
+    }
+
+    /// Serves `app` on a loopback port with the peer address available.
+    async fn serve(app: Router) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await;
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn keeps_one_connection_for_several_requests() {
+        let app = Router::new()
+            .route(
+                "/peer",
+                get_route(
+                    |ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() },
+                ),
+            )
+            .route("/echo", post_route(|body: String| async move { body }));
+        let addr = serve(app).await;
+        let mut conn = Connection::connect(addr, T).await.expect("connect");
+        let mut peers = Vec::new();
+        for i in 0..5 {
+            let r = conn.get("/peer", T).await.expect("get");
+            assert_eq!(r.status, 200);
+            peers.push(r.text());
+            let r = conn
+                .post("/echo", format!("body {i}").as_bytes(), T)
+                .await
+                .expect("post");
+            assert_eq!(r.text(), format!("body {i}"));
+        }
+        let r = conn.get("/peer", T).await.expect("get");
+        peers.push(r.text());
+        assert!(peers.windows(2).all(|w| w[0] == w[1]), "{peers:?}");
+        // The one-shot functions use a new connection each time.
+        let a = get(addr, "/peer", T).await.expect("get").text();
+        let b = get(addr, "/peer", T).await.expect("get").text();
+        assert_ne!(a, peers[0]);
+        assert_ne!(b, peers[0]);
+        let r = post(addr, "/echo", b"posted", T).await.expect("post");
+        assert_eq!(r.text(), "posted");
+    }
+
+    #[tokio::test]
+    async fn reads_a_chunked_body_and_reuses_the_connection() {
+        // No length known in advance: hyper answers with chunked encoding.
+        let app = Router::new().route(
+            "/stream",
+            get_route(|| async {
+                axum::body::Body::from_stream(
+                    axum::body::Body::from("x".repeat(100_000)).into_data_stream(),
+                )
+            }),
+        );
+        let addr = serve(app).await;
+        let mut conn = Connection::connect(addr, T).await.expect("connect");
+        for _ in 0..3 {
+            let r = conn.get("/stream", T).await.expect("get");
+            assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+            assert_eq!(r.body.len(), 100_000);
+            assert!(r.body.iter().all(|&b| b == b'x'));
+        }
+        // Over the cap: an error.
+        let mut small = Connection::connect(addr, T)
+            .await
+            .expect("connect")
+            .with_max_body(1000);
+        let e = small.get("/stream", T).await.expect_err("too large");
+        assert!(matches!(e, ClientError::BadResponse { .. }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn reads_chunks_with_extensions_and_trailers_split_across_writes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            for part in [
+                &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4;name=v"[..],
+                b"alue\r\nleak\r\n",
+                b"5\r\nscope\r\n0\r\nX-Trailer: 1\r\n",
+                b"\r\n",
+            ] {
+                let _ = s.write_all(part).await;
+                let _ = s.flush().await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        let mut conn = Connection::connect(addr, T).await.expect("connect");
+        let r = conn.get("/", T).await.expect("get");
+        assert_eq!(r.text(), "leakscope");
+    }
+
+    #[tokio::test]
+    async fn reconnects_once_when_the_server_closed_an_idle_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        // Each accepted stream answers one request, keep-alive, then closes.
+        tokio::spawn(async move {
+            for n in 0.. {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let body = format!("stream {n}");
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                let _ = s.write_all(format!("{head}{body}").as_bytes()).await;
+            }
+        });
+        let mut conn = Connection::connect(addr, T).await.expect("connect");
+        assert_eq!(conn.get("/", T).await.expect("first").text(), "stream 0");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(conn.get("/", T).await.expect("second").text(), "stream 1");
+        assert_eq!(conn.get("/", T).await.expect("third").text(), "stream 2");
+    }
+
+    #[tokio::test]
+    async fn times_out_and_recovers_on_a_new_stream() {
+        let app = Router::new()
+            .route(
+                "/slow",
+                get_route(|| async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    "late"
+                }),
+            )
+            .route("/fast", get_route(|| async { "fast" }));
+        let addr = serve(app).await;
+        let limit = Duration::from_millis(200);
+        let mut conn = Connection::connect(addr, T).await.expect("connect");
+        let e = conn.get("/slow", limit).await.expect_err("timeout");
+        match &e {
+            ClientError::Timeout {
+                method,
+                path,
+                timeout,
+            } => assert_eq!((*method, path.as_str(), *timeout), ("GET", "/slow", limit)),
+            other => panic!("expected a timeout, got {other}"),
+        }
+        assert_eq!(e.to_string(), "GET /slow: no answer within 200ms");
+        assert_eq!(conn.get("/fast", T).await.expect("fast").text(), "fast");
+        let e = get(addr, "/slow", limit).await.expect_err("timeout");
+        assert!(matches!(e, ClientError::Timeout { .. }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn connect_errors_name_the_address() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let e = Connection::connect(addr, T).await.expect_err("refused");
+        assert!(
+            e.to_string().starts_with(&format!("CONNECT {addr}: ")),
+            "{e}"
+        );
+        let e = get(addr, "/x", T).await.expect_err("refused");
+        assert!(e.to_string().starts_with("GET /x: "), "{e}");
     }
 }
