@@ -25,8 +25,8 @@
 //!
 //! Build with frame pointers (`RUSTFLAGS="-C force-frame-pointers=yes"`, or
 //! `[build] rustflags` in `.cargo/config.toml`) so CPU stacks are complete,
-//! and keep line tables (`debug = "line-tables-only"` in the release
-//! profile) so profiles name files and lines.
+//! and keep debug info (`debug = "limited"` in the release profile) so
+//! profiles name functions in full, with files, lines and inlined frames.
 //!
 //! ## Features
 //!
@@ -42,7 +42,7 @@
 //! blocking threads, at most [`http::HEAVY_JOBS`] at a time. The signal
 //! handler only reads the interrupted thread's stack and writes into a
 //! preallocated buffer. The symbolizer's cache is bounded and its parsed
-//! debug info is released when idle.
+//! debug info is released after each profile.
 
 #[cfg(feature = "server")]
 mod agent;

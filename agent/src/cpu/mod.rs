@@ -8,12 +8,12 @@
 //! [`RawCpuProfile::timer`]). The handler (see `sampler`) walks frame pointers (see
 //! `unwind`) into a preallocated ring, without allocating, locking or calling
 //! anything but `prctl`; a drain thread named `leakscope-cpu` aggregates the
-//! ring every [`DRAIN_EVERY`] into a map of (stack, thread name) -> count.
+//! ring every `DRAIN_EVERY` (20 ms) into a map of (stack, thread name) -> count.
 //! [`CpuSampler::stop`] (or dropping the sampler) tears it all down and
 //! returns a [`RawCpuProfile`] of raw addresses for the symbolizer.
 //!
 //! Limits of the per-thread timers: a thread is covered from the first
-//! rescan after it starts (up to [`DRAIN_EVERY`] late); POSIX CPU timers are
+//! rescan after it starts (up to `DRAIN_EVERY` (20 ms) late); POSIX CPU timers are
 //! checked at kernel ticks too, so one thread gets at most about `CONFIG_HZ`
 //! samples per CPU-second (expirations beyond that are overruns, not
 //! counted); a thread id reused within one rescan period keeps the dead
@@ -106,8 +106,8 @@ pub struct RawCpuProfile {
 /// One distinct (stack, thread) with how often it was seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawCpuSample {
-    /// Program counters, leaf first. stack[0] is the exact interrupted PC
-    /// (from the ucontext); stack[1..] are return addresses as found on the
+    /// Program counters, leaf first. `stack[0]` is the exact interrupted PC
+    /// (from the ucontext); `stack[1..]` are return addresses as found on the
     /// stack (NOT adjusted by -1; the symbolizer does that).
     pub stack: Vec<u64>,
     /// The thread's name (from prctl(PR_GET_NAME) / comm), e.g. "tokio-runtime-w".
@@ -284,7 +284,7 @@ impl Drop for CpuSampler {
 }
 
 /// Body of the drain thread: empties the ring and rescans the threads for
-/// `timers` every [`DRAIN_EVERY`] until told to stop, then deletes the timers
+/// `timers` every `DRAIN_EVERY` (20 ms) until told to stop, then deletes the timers
 /// and empties the ring once more.
 fn drain_loop(ring: &Ring, stop: &AtomicBool, mut timers: Option<ThreadTimers>) -> Counts {
     let mut counts = Counts::new();
