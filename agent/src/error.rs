@@ -85,6 +85,34 @@ pub enum Error {
     #[error("symbolizer unavailable: {0}")]
     Symbolizer(&'static str),
 
+    /// The watched process does not exist (any more).
+    #[error("process {pid} has exited")]
+    ProcessGone {
+        /// Its pid.
+        pid: u32,
+    },
+
+    /// The agent may not read the watched process's /proc files.
+    #[error(
+        "permission denied reading {path} of process {pid}: run as the same user as the \
+         target process or with CAP_SYS_PTRACE"
+    )]
+    ProcessNoAccess {
+        /// Its pid.
+        pid: u32,
+        /// The file that could not be read.
+        path: String,
+    },
+
+    /// A /proc file did not have the expected format.
+    #[error("cannot parse {path}: {message}")]
+    ProcParse {
+        /// The file.
+        path: String,
+        /// What was wrong.
+        message: String,
+    },
+
     /// A builder setting is out of range.
     #[error("invalid setting `{setting}`: {message}")]
     Config {

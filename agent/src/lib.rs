@@ -55,6 +55,7 @@ pub mod heap;
 #[cfg(feature = "server")]
 pub mod http;
 pub mod profile;
+pub mod resource;
 pub mod symbolize;
 
 #[cfg(feature = "server")]

@@ -217,3 +217,17 @@ pub(super) fn purge() {
         )
     };
 }
+
+/// See [`super::allocator_stats`].
+pub(super) fn allocator_stats() -> Option<super::AllocatorStats> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    // Statistics are a snapshot refreshed by advancing the epoch.
+    epoch::advance().ok()?;
+    Some(super::AllocatorStats {
+        allocated: stats::allocated::read().ok()? as u64,
+        active: stats::active::read().ok()? as u64,
+        resident: stats::resident::read().ok()? as u64,
+        metadata: stats::metadata::read().ok()? as u64,
+        retained: stats::retained::read().ok()? as u64,
+    })
+}

@@ -73,6 +73,27 @@ pub fn state() -> HeapState {
     jemalloc::state()
 }
 
+/// jemalloc's own accounting of the process heap, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllocatorStats {
+    /// Bytes allocated by the application.
+    pub allocated: u64,
+    /// Bytes in active pages (allocated plus page-level fragmentation).
+    pub active: u64,
+    /// Bytes in physically resident data pages mapped by jemalloc.
+    pub resident: u64,
+    /// Bytes of jemalloc's own metadata.
+    pub metadata: u64,
+    /// Bytes of virtual memory retained for reuse, not returned to the OS.
+    pub retained: u64,
+}
+
+/// jemalloc's statistics, or `None` when they cannot be read (jemalloc not
+/// linked as the allocator, or built without stats).
+pub fn allocator_stats() -> Option<AllocatorStats> {
+    jemalloc::allocator_stats()
+}
+
 /// Returns jemalloc's unused dirty pages to the kernel now rather than after
 /// its decay time: called after the agent frees a burst of its own memory
 /// (parsed debug info), so the service's RSS comes back down at once.

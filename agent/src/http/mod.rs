@@ -1,4 +1,4 @@
-//! Go-compatible `/debug/pprof/*` routes.
+//! Go-compatible `/debug/pprof/*` routes, and `/metrics`.
 //!
 //! Status codes, messages and headers follow Go's net/http/pprof so that
 //! `go tool pprof` and every other pprof client treat a leakscope service
@@ -8,6 +8,7 @@
 
 mod error;
 mod index;
+mod metrics;
 mod pprof;
 
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
+use axum::routing::{any, get};
 use tokio::sync::Semaphore;
 
 pub use error::GoError;
@@ -68,6 +69,7 @@ pub fn router(config: RouteConfig) -> Router {
         .route("/debug/pprof", any(index::redirect))
         .route("/debug/pprof/", any(index::index))
         .route("/debug/pprof/{*name}", any(pprof::named))
+        .route("/metrics", get(metrics::metrics))
         .with_state(state)
 }
 

@@ -1,0 +1,152 @@
+//! File-descriptor counting and classification for one process.
+//!
+//! The count uses `st_size` of `/proc/PID/fd` (the number of open fds on
+//! Linux >= 6.2), falling back to listing the directory. The breakdown
+//! `readlink`s every fd; fds closed between listing and readlink are skipped.
+//! Socket fds are resolved to a protocol by `tcp::resolve`.
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use super::procfs::{FdTarget, classify_fd_target};
+use super::tcp::SocketKind;
+use super::{FdKinds, io_error, vanished};
+use crate::error::Error;
+use std::collections::HashMap;
+
+/// Number of open fds of the process.
+pub(super) fn count(pid: u32, dir: &Path, is_self: bool) -> Result<u64, Error> {
+    let fd_dir = dir.join("fd");
+    let md = fs::metadata(&fd_dir).map_err(|e| io_error(pid, &fd_dir, e))?;
+    if md.len() > 0 {
+        return Ok(md.len());
+    }
+    // Older kernels report 0: count the entries instead.
+    count_by_listing(pid, &fd_dir, is_self)
+}
+
+/// Counts the entries of `fd_dir` (the fallback for kernels < 6.2).
+fn count_by_listing(pid: u32, fd_dir: &Path, is_self: bool) -> Result<u64, Error> {
+    let entries = fs::read_dir(fd_dir).map_err(|e| io_error(pid, fd_dir, e))?;
+    let mut n = 0u64;
+    for entry in entries {
+        match entry {
+            Ok(_) => n += 1,
+            Err(e) if vanished(&e) => {}
+            Err(e) => return Err(io_error(pid, fd_dir, e)),
+        }
+    }
+    // Listing our own fd directory holds one extra fd open for the listing.
+    Ok(if is_self { n.saturating_sub(1) } else { n })
+}
+
+/// Classified link targets of every open fd.
+pub(super) fn targets(pid: u32, dir: &Path, is_self: bool) -> Result<Vec<FdTarget>, Error> {
+    let fd_dir = dir.join("fd");
+    let entries = fs::read_dir(&fd_dir).map_err(|e| io_error(pid, &fd_dir, e))?;
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) if vanished(&e) => continue,
+            Err(e) => return Err(io_error(pid, &fd_dir, e)),
+        };
+        let path = entry.path();
+        let link = match fs::read_link(&path) {
+            Ok(l) => l,
+            Err(e) if vanished(&e) => continue,
+            Err(e) => return Err(io_error(pid, &path, e)),
+        };
+        // Skip the handle of this very listing when sampling ourselves.
+        if is_self && link == fd_dir {
+            continue;
+        }
+        out.push(classify_fd_target(link.as_os_str().as_bytes()));
+    }
+    Ok(out)
+}
+
+/// Counts fds per kind; sockets are resolved through the socket tables.
+pub(super) fn breakdown(targets: &[FdTarget], sockets: &HashMap<u64, SocketKind>) -> FdKinds {
+    let mut k = FdKinds::default();
+    for t in targets {
+        match *t {
+            FdTarget::Socket(inode) => match sockets.get(&inode) {
+                Some(SocketKind::Tcp(_)) => k.tcp += 1,
+                Some(SocketKind::Udp) => k.udp += 1,
+                Some(SocketKind::Unix) => k.unix += 1,
+                None => k.other_socket += 1,
+            },
+            FdTarget::Pipe => k.pipe += 1,
+            FdTarget::EventFd => k.eventfd += 1,
+            FdTarget::Epoll => k.epoll += 1,
+            FdTarget::TimerFd => k.timerfd += 1,
+            FdTarget::File => k.file += 1,
+            FdTarget::Other => k.other += 1,
+        }
+    }
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::TcpState;
+
+    #[test]
+    fn listing_fallback_matches_st_size() {
+        let pid = std::process::id();
+        let dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+        let st_size = fs::metadata(dir.join("fd")).unwrap().len();
+        let listed = count_by_listing(pid, &dir.join("fd"), true).unwrap();
+        if st_size > 0 {
+            assert_eq!(listed, st_size);
+        }
+        assert!(listed > 0);
+    }
+
+    #[test]
+    fn breakdown_of_fake_targets() {
+        use FdTarget::*;
+        let targets = [
+            Socket(1),
+            Socket(2),
+            Socket(3),
+            Socket(4),
+            Socket(9),
+            Pipe,
+            Pipe,
+            EventFd,
+            Epoll,
+            TimerFd,
+            File,
+            Other,
+        ];
+        let sockets = HashMap::from([
+            (1, SocketKind::Tcp(TcpState::Listen)),
+            (2, SocketKind::Tcp(TcpState::CloseWait)),
+            (3, SocketKind::Udp),
+            (4, SocketKind::Unix),
+        ]);
+        let want = FdKinds {
+            tcp: 2,
+            udp: 1,
+            unix: 1,
+            other_socket: 1,
+            pipe: 2,
+            eventfd: 1,
+            epoll: 1,
+            timerfd: 1,
+            file: 1,
+            other: 1,
+        };
+        assert_eq!(breakdown(&targets, &sockets), want);
+        // A dup'ed socket fd counts once in the TCP states.
+        let dup = [Socket(1), Socket(1), Socket(2), Socket(3)];
+        assert_eq!(
+            crate::resource::tcp::states(&dup, &sockets),
+            vec![(TcpState::CloseWait, 1), (TcpState::Listen, 1)]
+        );
+    }
+}

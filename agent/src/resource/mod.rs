@@ -1,0 +1,365 @@
+//! Resource sampling of one process through `/proc` (Linux only).
+//!
+//! [`sample`] reads a [`ResourceSample`] of this process or of any pid: thread
+//! count, open file descriptors (and optionally what they are), the soft fd
+//! limit, TCP socket states, memory and CPU time. The default
+//! [`SampleOptions`] is the count-only fast path (a handful of small reads);
+//! the fd breakdown, thread names and TCP states are opt-in because they cost
+//! one syscall per fd / thread and a read of the namespace's socket tables.
+//!
+//! Parsing lives in [`procfs`] (pure functions over text), I/O in `fds`,
+//! `tcp` and here.
+
+mod fds;
+pub mod procfs;
+pub mod prometheus;
+mod tcp;
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+use crate::error::Error;
+
+/// Which process to sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// The calling process.
+    SelfProcess,
+    /// Any process by pid (thread-group id).
+    Pid(u32),
+}
+
+/// What to collect beyond the cheap counts. `Default` is all `false`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SampleOptions {
+    /// `readlink` every fd and classify it into [`FdKinds`].
+    pub fd_breakdown: bool,
+    /// Read `/proc/PID/task/*/comm` and group threads by name.
+    pub thread_names: bool,
+    /// Match the process's socket inodes against `/proc/PID/net/tcp{,6}`.
+    pub tcp_states: bool,
+}
+
+/// One point-in-time reading of a process's resources.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceSample {
+    /// The process id.
+    pub pid: u32,
+    /// Wall-clock time at the start of the sample.
+    pub time: SystemTime,
+    /// `num_threads` (field 20 of `/proc/PID/stat`).
+    pub threads: u64,
+    /// Threads grouped by `comm`, sorted by count desc then name.
+    pub threads_by_name: Option<Vec<(String, u64)>>,
+    /// Number of open file descriptors.
+    pub open_fds: u64,
+    /// Soft "Max open files"; `None` when unlimited.
+    pub fd_limit: Option<u64>,
+    /// Per-kind fd counts (only with `fd_breakdown`).
+    pub fds_by_kind: Option<FdKinds>,
+    /// TCP sockets of the process by state, non-zero states only, in state
+    /// code order (only with `tcp_states`).
+    pub tcp_by_state: Option<Vec<(TcpState, u64)>>,
+    /// Resident set size in bytes.
+    pub rss_bytes: u64,
+    /// Virtual memory size in bytes.
+    pub virtual_bytes: u64,
+    /// User + system CPU time in seconds.
+    pub cpu_seconds: f64,
+    /// Process start time as Unix seconds.
+    pub start_time_seconds: f64,
+}
+
+/// What the open file descriptors point at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FdKinds {
+    /// TCP sockets (IPv4 and IPv6).
+    pub tcp: u64,
+    /// UDP sockets.
+    pub udp: u64,
+    /// Unix domain sockets.
+    pub unix: u64,
+    /// Other sockets (netlink, packet, ...).
+    pub other_socket: u64,
+    /// Pipes and FIFOs.
+    pub pipe: u64,
+    /// eventfds.
+    pub eventfd: u64,
+    /// epoll instances.
+    pub epoll: u64,
+    /// timerfds.
+    pub timerfd: u64,
+    /// Paths: regular files, devices, memfds.
+    pub file: u64,
+    /// Anything else.
+    pub other: u64,
+}
+
+impl FdKinds {
+    /// `(kind, count)` pairs, with the kind names used as metric labels.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        [
+            ("tcp", self.tcp),
+            ("udp", self.udp),
+            ("unix", self.unix),
+            ("other_socket", self.other_socket),
+            ("pipe", self.pipe),
+            ("eventfd", self.eventfd),
+            ("epoll", self.epoll),
+            ("timerfd", self.timerfd),
+            ("file", self.file),
+            ("other", self.other),
+        ]
+        .into_iter()
+    }
+
+    /// Sum over all kinds.
+    pub fn total(&self) -> u64 {
+        self.tcp
+            + self.udp
+            + self.unix
+            + self.other_socket
+            + self.pipe
+            + self.eventfd
+            + self.epoll
+            + self.timerfd
+            + self.file
+            + self.other
+    }
+}
+
+/// Kernel TCP states, as in the hex `st` column of `/proc/net/tcp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TcpState {
+    /// ESTABLISHED (01).
+    Established,
+    /// SYN_SENT (02).
+    SynSent,
+    /// SYN_RECV (03).
+    SynRecv,
+    /// FIN_WAIT1 (04).
+    FinWait1,
+    /// FIN_WAIT2 (05).
+    FinWait2,
+    /// TIME_WAIT (06).
+    TimeWait,
+    /// CLOSE (07).
+    Close,
+    /// CLOSE_WAIT (08): the peer closed, this process has not.
+    CloseWait,
+    /// LAST_ACK (09).
+    LastAck,
+    /// LISTEN (0A).
+    Listen,
+    /// CLOSING (0B).
+    Closing,
+}
+
+impl TcpState {
+    /// All states in kernel code order (0x01..=0x0B).
+    pub const ALL: [TcpState; 11] = [
+        TcpState::Established,
+        TcpState::SynSent,
+        TcpState::SynRecv,
+        TcpState::FinWait1,
+        TcpState::FinWait2,
+        TcpState::TimeWait,
+        TcpState::Close,
+        TcpState::CloseWait,
+        TcpState::LastAck,
+        TcpState::Listen,
+        TcpState::Closing,
+    ];
+
+    /// State for a kernel code (`st` column), `None` outside 0x01..=0x0B.
+    pub fn from_code(code: u8) -> Option<TcpState> {
+        match code {
+            1..=11 => Some(Self::ALL[usize::from(code) - 1]),
+            _ => None,
+        }
+    }
+
+    /// Kernel code of this state (0x01..=0x0B).
+    pub fn code(self) -> u8 {
+        self as u8 + 1
+    }
+
+    /// Conventional upper-case name, e.g. `"CLOSE_WAIT"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TcpState::Established => "ESTABLISHED",
+            TcpState::SynSent => "SYN_SENT",
+            TcpState::SynRecv => "SYN_RECV",
+            TcpState::FinWait1 => "FIN_WAIT1",
+            TcpState::FinWait2 => "FIN_WAIT2",
+            TcpState::TimeWait => "TIME_WAIT",
+            TcpState::Close => "CLOSE",
+            TcpState::CloseWait => "CLOSE_WAIT",
+            TcpState::LastAck => "LAST_ACK",
+            TcpState::Listen => "LISTEN",
+            TcpState::Closing => "CLOSING",
+        }
+    }
+}
+
+impl fmt::Display for TcpState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Maps an I/O error on a `/proc/PID/...` path: ENOENT/ESRCH mean the process
+/// is gone, EACCES/EPERM mean we lack ptrace access.
+pub(crate) fn io_error(pid: u32, path: &Path, err: io::Error) -> Error {
+    let gone = matches!(err.raw_os_error(), Some(libc::ENOENT | libc::ESRCH))
+        || err.kind() == io::ErrorKind::NotFound;
+    let denied = matches!(err.raw_os_error(), Some(libc::EACCES | libc::EPERM))
+        || err.kind() == io::ErrorKind::PermissionDenied;
+    if gone {
+        Error::ProcessGone { pid }
+    } else if denied {
+        Error::ProcessNoAccess {
+            pid,
+            path: path.display().to_string(),
+        }
+    } else {
+        Error::File {
+            path: path.to_path_buf(),
+            source: err,
+        }
+    }
+}
+
+/// True for errors meaning "this entry disappeared meanwhile" (fd closed,
+/// thread exited); such entries are skipped.
+pub(crate) fn vanished(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::NotFound || err.raw_os_error() == Some(libc::ESRCH)
+}
+
+pub(crate) fn parse_error(path: &Path, message: String) -> Error {
+    Error::ProcParse {
+        path: path.display().to_string(),
+        message,
+    }
+}
+
+pub(crate) fn read_text(pid: u32, path: &Path) -> Result<String, Error> {
+    fs::read_to_string(path).map_err(|e| io_error(pid, path, e))
+}
+
+fn clock_ticks_per_second() -> u64 {
+    static TICKS: OnceLock<u64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        // SAFETY: sysconf takes no pointers and has no preconditions; it only
+        // reads a configuration value.
+        let v = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        if v > 0 { v as u64 } else { 100 }
+    })
+}
+
+fn page_size() -> u64 {
+    static PAGE: OnceLock<u64> = OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf takes no pointers and has no preconditions.
+        let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if v > 0 { v as u64 } else { 4096 }
+    })
+}
+
+/// Boot time (`btime` of `/proc/stat`), read once per process.
+fn boot_time() -> Result<u64, Error> {
+    static BTIME: OnceLock<u64> = OnceLock::new();
+    if let Some(b) = BTIME.get() {
+        return Ok(*b);
+    }
+    let path = Path::new("/proc/stat");
+    let text = fs::read_to_string(path).map_err(|e| Error::File {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let b = procfs::parse_btime(&text).map_err(|m| parse_error(path, m))?;
+    Ok(*BTIME.get_or_init(|| b))
+}
+
+fn threads_by_name(pid: u32, dir: &Path) -> Result<Vec<(String, u64)>, Error> {
+    let task_dir = dir.join("task");
+    let entries = fs::read_dir(&task_dir).map_err(|e| io_error(pid, &task_dir, e))?;
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) if vanished(&e) => continue,
+            Err(e) => return Err(io_error(pid, &task_dir, e)),
+        };
+        let comm_path = entry.path().join("comm");
+        match fs::read_to_string(&comm_path) {
+            Ok(s) => names.push(s.trim_end_matches('\n').to_string()),
+            Err(e) if vanished(&e) => continue,
+            Err(e) => return Err(io_error(pid, &comm_path, e)),
+        }
+    }
+    Ok(procfs::group_counts(names))
+}
+
+/// Takes one sample of `target`. Errors with [`Error::ProcessGone`] if the
+/// process does not exist (or exits while being sampled).
+pub fn sample(target: Target, opts: &SampleOptions) -> Result<ResourceSample, Error> {
+    let time = SystemTime::now();
+    let own_pid = std::process::id();
+    let pid = match target {
+        Target::SelfProcess => own_pid,
+        Target::Pid(p) => p,
+    };
+    let is_self = pid == own_pid;
+    let dir = PathBuf::from(format!("/proc/{pid}"));
+
+    let stat_path = dir.join("stat");
+    let stat_text = read_text(pid, &stat_path)?;
+    let stat = procfs::parse_stat(&stat_text).map_err(|m| parse_error(&stat_path, m))?;
+
+    let open_fds = fds::count(pid, &dir, is_self)?;
+
+    let limits_path = dir.join("limits");
+    let limits_text = read_text(pid, &limits_path)?;
+    let fd_limit =
+        procfs::parse_max_open_files(&limits_text).map_err(|m| parse_error(&limits_path, m))?;
+
+    let (fds_by_kind, tcp_by_state) = if opts.fd_breakdown || opts.tcp_states {
+        let targets = fds::targets(pid, &dir, is_self)?;
+        let sockets = tcp::resolve(pid, &dir, &targets)?;
+        let kinds = opts
+            .fd_breakdown
+            .then(|| fds::breakdown(&targets, &sockets));
+        let states = opts.tcp_states.then(|| tcp::states(&targets, &sockets));
+        (kinds, states)
+    } else {
+        (None, None)
+    };
+
+    let threads_by_name = if opts.thread_names {
+        Some(threads_by_name(pid, &dir)?)
+    } else {
+        None
+    };
+
+    let ticks = clock_ticks_per_second() as f64;
+    let btime = boot_time()?;
+    Ok(ResourceSample {
+        pid,
+        time,
+        threads: stat.num_threads,
+        threads_by_name,
+        open_fds,
+        fd_limit,
+        fds_by_kind,
+        tcp_by_state,
+        rss_bytes: stat.rss_pages.saturating_mul(page_size()),
+        virtual_bytes: stat.vsize_bytes,
+        cpu_seconds: (stat.utime_ticks + stat.stime_ticks) as f64 / ticks,
+        start_time_seconds: btime as f64 + stat.start_time_ticks as f64 / ticks,
+    })
+}
