@@ -15,8 +15,9 @@
 //! and hosts the `leakscope` command-line tool (`cargo run --release -- demo`).
 //! See README.md for the quick start.
 
-pub mod client;
 pub mod leaky;
+
+pub use leakscope_agent::client;
 
 pub use leakscope_agent as agent;
 pub use leakscope_viewer as viewer;

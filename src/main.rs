@@ -10,6 +10,14 @@ use clap::Parser;
 
 fn main() {
     let args = cli::Cli::parse();
+    // Agent and tool logs go to stderr; RUST_LOG=leakscope_agent=debug for more.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -46,6 +46,8 @@
 
 #[cfg(feature = "server")]
 mod agent;
+#[cfg(feature = "server")]
+pub mod client;
 pub mod collect;
 #[cfg(feature = "cpu")]
 pub mod cpu;

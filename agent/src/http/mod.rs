@@ -37,6 +37,7 @@ pub struct RouteConfig {
 
 #[derive(Clone)]
 pub(crate) struct HttpState {
+    #[cfg_attr(not(any(feature = "cpu", feature = "heap")), allow(dead_code))]
     pub(crate) config: Arc<RouteConfig>,
     heavy: Arc<Semaphore>,
 }

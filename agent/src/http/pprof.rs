@@ -2,6 +2,11 @@
 //! `cmdline` and `symbol`. Each mirrors its Go counterpart's parameters,
 //! validation order, status codes and messages.
 
+#![cfg_attr(
+    not(all(feature = "cpu", feature = "heap")),
+    allow(unused_imports, dead_code)
+)]
+
 use std::time::Duration;
 
 use axum::body::Bytes;

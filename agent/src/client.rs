@@ -1,5 +1,5 @@
-//! The one HTTP/1.1 client of leakscope, for loopback services: the demo, the
-//! tests and the overhead bench use it.
+//! The one HTTP/1.1 client of leakscope: the demo, the tests, the overhead
+//! bench and (to come) webhooks and the sidecar's profile pulls use it.
 //!
 //! [`Connection`] keeps one TCP stream open across requests (HTTP/1.1
 //! keep-alive), reads `Content-Length`, chunked and read-to-close bodies up
@@ -8,9 +8,9 @@
 //! on a fresh connection that is closed afterwards.
 //!
 //! ```no_run
-//! # async fn demo(addr: std::net::SocketAddr) -> Result<(), leakscope::client::ClientError> {
+//! # async fn demo(addr: std::net::SocketAddr) -> Result<(), leakscope_agent::client::ClientError> {
 //! use std::time::Duration;
-//! use leakscope::client::Connection;
+//! use leakscope_agent::client::Connection;
 //!
 //! let mut conn = Connection::connect(addr, Duration::from_secs(5)).await?;
 //! let heap = conn.get("/debug/pprof/heap", Duration::from_secs(60)).await?;
