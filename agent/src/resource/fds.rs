@@ -11,7 +11,7 @@ use std::path::Path;
 
 use super::procfs::{FdTarget, classify_fd_target};
 use super::tcp::SocketKind;
-use super::{FdKinds, io_error, vanished};
+use super::{FdKinds, io_error, proc_entries, vanished};
 use crate::error::Error;
 use std::collections::HashMap;
 
@@ -28,15 +28,7 @@ pub(super) fn count(pid: u32, dir: &Path, is_self: bool) -> Result<u64, Error> {
 
 /// Counts the entries of `fd_dir` (the fallback for kernels < 6.2).
 fn count_by_listing(pid: u32, fd_dir: &Path, is_self: bool) -> Result<u64, Error> {
-    let entries = fs::read_dir(fd_dir).map_err(|e| io_error(pid, fd_dir, e))?;
-    let mut n = 0u64;
-    for entry in entries {
-        match entry {
-            Ok(_) => n += 1,
-            Err(e) if vanished(&e) => {}
-            Err(e) => return Err(io_error(pid, fd_dir, e)),
-        }
-    }
+    let n = proc_entries(pid, fd_dir)?.len() as u64;
     // Listing our own fd directory holds one extra fd open for the listing.
     Ok(if is_self { n.saturating_sub(1) } else { n })
 }
@@ -44,15 +36,8 @@ fn count_by_listing(pid: u32, fd_dir: &Path, is_self: bool) -> Result<u64, Error
 /// Classified link targets of every open fd.
 pub(super) fn targets(pid: u32, dir: &Path, is_self: bool) -> Result<Vec<FdTarget>, Error> {
     let fd_dir = dir.join("fd");
-    let entries = fs::read_dir(&fd_dir).map_err(|e| io_error(pid, &fd_dir, e))?;
     let mut out = Vec::new();
-    for entry in entries {
-        let entry = match entry {
-            Ok(e) => e,
-            Err(e) if vanished(&e) => continue,
-            Err(e) => return Err(io_error(pid, &fd_dir, e)),
-        };
-        let path = entry.path();
+    for path in proc_entries(pid, &fd_dir)? {
         let link = match fs::read_link(&path) {
             Ok(l) => l,
             Err(e) if vanished(&e) => continue,

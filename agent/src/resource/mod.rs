@@ -234,6 +234,22 @@ pub(crate) fn io_error(pid: u32, path: &Path, err: io::Error) -> Error {
     }
 }
 
+/// Paths of the entries of a `/proc/PID/...` directory. Entries that vanish
+/// while it is listed (a thread ending, an fd closing) are skipped: that race
+/// is normal on /proc.
+pub(crate) fn proc_entries(pid: u32, dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let entries = fs::read_dir(dir).map_err(|e| io_error(pid, dir, e))?;
+    let mut out = Vec::new();
+    for entry in entries {
+        match entry {
+            Ok(e) => out.push(e.path()),
+            Err(e) if vanished(&e) => continue,
+            Err(e) => return Err(io_error(pid, dir, e)),
+        }
+    }
+    Ok(out)
+}
+
 /// True for errors meaning "this entry disappeared meanwhile" (fd closed,
 /// thread exited); such entries are skipped.
 pub(crate) fn vanished(err: &io::Error) -> bool {
@@ -286,16 +302,9 @@ fn boot_time() -> Result<u64, Error> {
 }
 
 fn threads_by_name(pid: u32, dir: &Path) -> Result<Vec<(String, u64)>, Error> {
-    let task_dir = dir.join("task");
-    let entries = fs::read_dir(&task_dir).map_err(|e| io_error(pid, &task_dir, e))?;
     let mut names = Vec::new();
-    for entry in entries {
-        let entry = match entry {
-            Ok(e) => e,
-            Err(e) if vanished(&e) => continue,
-            Err(e) => return Err(io_error(pid, &task_dir, e)),
-        };
-        let comm_path = entry.path().join("comm");
+    for task in proc_entries(pid, &dir.join("task"))? {
+        let comm_path = task.join("comm");
         match fs::read_to_string(&comm_path) {
             Ok(s) => names.push(s.trim_end_matches('\n').to_string()),
             Err(e) if vanished(&e) => continue,
