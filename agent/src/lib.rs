@@ -59,6 +59,7 @@ pub mod http;
 pub mod profile;
 pub mod resource;
 pub mod symbolize;
+pub mod watch;
 
 #[cfg(feature = "server")]
 pub use agent::{Agent, AgentBuilder};

@@ -1,0 +1,5 @@
+//! Watching resource counters: bounded time series and threshold rules with
+//! hysteresis evaluated on each new sample.
+
+pub mod rules;
+pub mod series;
