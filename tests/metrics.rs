@@ -7,7 +7,22 @@ mod support;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use support::get;
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+use leakscope::agent::client::{self, Response};
+use support::{TIMEOUT, start_service};
+
+/// A service without the watch loop, whose background /proc reads and heap
+/// captures would otherwise move the fd count under the test.
+fn addr() -> SocketAddr {
+    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
+    *ADDR.get_or_init(|| start_service(|| leakscope::AgentBuilder::new().without_watch()))
+}
+
+async fn get(path: &str) -> Response {
+    client::get(addr(), path, TIMEOUT).await.expect(path)
+}
 
 leakscope::enable_heap_profiling!();
 

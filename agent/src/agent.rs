@@ -8,7 +8,11 @@ use std::time::Duration;
 use axum::Router;
 
 use crate::error::{Error, Result};
-use crate::http::{self, RouteConfig};
+use crate::http::{self, RouteConfig, WatchParts};
+use crate::resource::Target;
+use crate::watch::evidence::Evidence;
+use crate::watch::monitor::{ExtraMetrics, Monitor, MonitorOptions, WatchHook};
+use std::sync::Arc;
 
 /// Builds an agent. Every setting has a default, listed as a constant.
 ///
@@ -28,6 +32,26 @@ pub struct AgentBuilder {
     cpu_hz: u32,
     max_profile_duration: Duration,
     heap_sample_interval: Option<u64>,
+    watch: Option<MonitorOptions>,
+}
+
+/// Starts the watch loop on this process, with tokio's alive-task count
+/// when built inside a runtime, and evidence captures.
+fn start_watch(options: MonitorOptions) -> Result<WatchParts> {
+    let handle = tokio::runtime::Handle::try_current().ok();
+    let extra: Option<ExtraMetrics> = handle.map(|h| -> ExtraMetrics {
+        Box::new(move || vec![("tokio_tasks", h.metrics().num_alive_tasks() as f64)])
+    });
+    let evidence = Arc::new(Evidence::new(
+        Target::SelfProcess,
+        Evidence::DEFAULT_BASELINE_EVERY,
+    ));
+    let hook: Arc<dyn WatchHook> = evidence.clone();
+    let monitor = Monitor::spawn(Target::SelfProcess, options, extra, vec![hook])?;
+    Ok(WatchParts {
+        monitor: Arc::new(monitor),
+        evidence,
+    })
 }
 
 impl Default for AgentBuilder {
@@ -52,6 +76,7 @@ impl AgentBuilder {
             cpu_hz: Self::DEFAULT_CPU_HZ,
             max_profile_duration: Self::DEFAULT_MAX_PROFILE_DURATION,
             heap_sample_interval: None,
+            watch: Some(MonitorOptions::default()),
         }
     }
 
@@ -136,13 +161,36 @@ impl AgentBuilder {
         Ok(self)
     }
 
-    /// The `/debug/pprof/*` routes, to merge into the service's own router:
-    /// `app.merge(AgentBuilder::new().router())`.
+    /// Settings of the watch loop (interval, rules, ...); it runs by
+    /// default with [`MonitorOptions::default`].
+    pub fn watch(mut self, options: MonitorOptions) -> Self {
+        self.watch = Some(options);
+        self
+    }
+
+    /// No watch loop: no background sampling, thresholds or captures.
+    pub fn without_watch(mut self) -> Self {
+        self.watch = None;
+        self
+    }
+
+    /// The `/debug/pprof/*`, `/metrics` and `/debug/leakscope/*` routes, to
+    /// merge into the service's own router:
+    /// `app.merge(AgentBuilder::new().router())`. Starts the watch loop,
+    /// which lives as long as the routes.
     pub fn router(self) -> Router {
         self.apply_heap_settings();
+        let watch = match self.watch.clone().map(start_watch).transpose() {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "leakscope: the watch loop could not start");
+                None
+            }
+        };
         http::router(RouteConfig {
             cpu_hz: self.cpu_hz,
             max_profile_duration: self.max_profile_duration,
+            watch,
         })
     }
 

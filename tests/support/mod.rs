@@ -14,38 +14,45 @@ use leakscope::client::{self, Response};
 /// Generous per-request limit: profiles take seconds by design.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The leaky service with the agent, started once per test binary on its
-/// own runtime thread so it outlives each test's runtime.
+/// The leaky service with the agent (profiles up to 20 s), started once per
+/// test binary on its own runtime thread so it outlives each test's runtime.
 pub fn service() -> SocketAddr {
     static ADDR: OnceLock<SocketAddr> = OnceLock::new();
     *ADDR.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("test-service".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .expect("service runtime");
-                rt.block_on(async move {
-                    let app = leakscope::leaky::router().merge(
-                        leakscope::AgentBuilder::new()
-                            .max_profile_duration(Duration::from_secs(20))
-                            .router(),
-                    );
-                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                        .await
-                        .expect("bind loopback");
-                    tx.send(listener.local_addr().expect("addr"))
-                        .expect("send addr");
-                    axum::serve(listener, app).await.expect("serve");
-                });
-            })
-            .expect("spawn service thread");
-        rx.recv_timeout(Duration::from_secs(10))
-            .expect("service started")
+        start_service(|| {
+            leakscope::AgentBuilder::new().max_profile_duration(Duration::from_secs(20))
+        })
     })
+}
+
+/// Starts the leaky service with the agent `builder()` makes (called on the
+/// service's runtime, so the watch loop sees its tokio tasks) on a loopback
+/// port of a runtime thread of its own, and returns the address.
+pub fn start_service(
+    builder: impl FnOnce() -> leakscope::AgentBuilder + Send + 'static,
+) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("test-service".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("service runtime");
+            rt.block_on(async move {
+                let app = leakscope::leaky::router().merge(builder().router());
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind loopback");
+                tx.send(listener.local_addr().expect("addr"))
+                    .expect("send addr");
+                axum::serve(listener, app).await.expect("serve");
+            });
+        })
+        .expect("spawn service thread");
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("service started")
 }
 
 /// Tests that take a CPU profile hold this lock: only one runs at a time.

@@ -90,6 +90,13 @@ impl HeapCounts {
     }
 }
 
+/// Dumps jemalloc's heap profile while the global symbolizer is idle, so
+/// the dump never contains the debug info another request is parsing. Every
+/// heap profile the agent serves or captures is taken through this.
+pub fn dump() -> crate::Result<RawHeapProfile> {
+    Symbolizer::global().while_idle(crate::heap::dump)
+}
+
 /// Builds the pprof profile. `duration` is set for deltas.
 pub fn build(
     counts: &HeapCounts,

@@ -88,7 +88,9 @@ pub(crate) async fn index(State(state): State<HttpState>) -> Response {
 fn heap_stack_count() -> Option<usize> {
     #[cfg(feature = "heap")]
     {
-        crate::heap::dump().ok().map(|raw| raw.samples.len())
+        crate::collect::heap::dump()
+            .ok()
+            .map(|raw| raw.samples.len())
     }
     #[cfg(not(feature = "heap"))]
     {

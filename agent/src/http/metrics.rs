@@ -17,6 +17,10 @@ pub(crate) async fn metrics(state: axum::extract::State<HttpState>) -> Response 
         let m = h.metrics();
         (m.num_alive_tasks(), m.num_workers(), m.global_queue_depth())
     });
+    let watch = state.config.watch.as_ref().map(|w| {
+        let view = w.monitor.view();
+        (view.levels, view.alerts_total, w.evidence.captures_total())
+    });
     let rendered = state
         .heavy(move || -> Result<String, crate::Error> {
             let opts = SampleOptions {
@@ -62,6 +66,37 @@ pub(crate) async fn metrics(state: axum::extract::State<HttpState>) -> Response 
                     "gauge",
                     "jemalloc's accounting of the heap, by kind (stats.allocated, .active, ...).",
                     &series,
+                );
+            }
+            if let Some((levels, alerts_total, captures_total)) = watch {
+                let series: Vec<_> = levels
+                    .iter()
+                    .map(|(rule, metric, level)| {
+                        let v = match level {
+                            crate::watch::rules::Level::Ok => 0.0,
+                            crate::watch::rules::Level::Warning => 1.0,
+                            crate::watch::rules::Level::Critical => 2.0,
+                        };
+                        (vec![("rule", rule.clone()), ("metric", metric.clone())], v)
+                    })
+                    .collect();
+                p.family(
+                    "leakscope_threshold_state",
+                    "gauge",
+                    "State of each threshold rule: 0 ok, 1 warning, 2 critical.",
+                    &series,
+                );
+                p.single(
+                    "leakscope_alerts_total",
+                    "counter",
+                    "Threshold state changes since start.",
+                    alerts_total as f64,
+                );
+                p.single(
+                    "leakscope_captures_total",
+                    "counter",
+                    "Evidence captures (baseline and breach) taken since start.",
+                    captures_total as f64,
                 );
             }
             Ok(p.finish())

@@ -10,6 +10,7 @@ mod error;
 mod index;
 mod metrics;
 mod pprof;
+mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use axum::routing::{any, get};
 use tokio::sync::Semaphore;
 
 pub use error::GoError;
+pub use watch::WatchParts;
 
 /// Most profile builds (dump + symbolize + encode) running at once; more
 /// requests wait their turn instead of piling up threads and memory.
@@ -33,6 +35,8 @@ pub struct RouteConfig {
     pub cpu_hz: u32,
     /// Longest `seconds` a profile request may ask for.
     pub max_profile_duration: Duration,
+    /// The watch loop, when it runs.
+    pub watch: Option<WatchParts>,
 }
 
 #[derive(Clone)]
@@ -71,6 +75,8 @@ pub fn router(config: RouteConfig) -> Router {
         .route("/debug/pprof/", any(index::index))
         .route("/debug/pprof/{*name}", any(pprof::named))
         .route("/metrics", get(metrics::metrics))
+        .route("/debug/leakscope/alerts", get(watch::alerts))
+        .route("/debug/leakscope/evidence/{which}", get(watch::evidence))
         .with_state(state)
 }
 

@@ -137,7 +137,7 @@ async fn heap_profile(
         }
         let collect = || async {
             state
-                .heavy(|| crate::heap::dump().map(|raw| HeapCounts::from_raw(&raw)))
+                .heavy(|| crate::collect::heap::dump().map(|raw| HeapCounts::from_raw(&raw)))
                 .await?
                 .map_err(GoError::from)
         };
@@ -157,7 +157,7 @@ async fn heap_profile(
     }
     let bytes = state
         .heavy(move || {
-            crate::heap::dump()
+            crate::collect::heap::dump()
                 .map(|raw| {
                     build(
                         &HeapCounts::from_raw(&raw),
@@ -176,7 +176,7 @@ async fn heap_profile(
 /// its function and file:line, and the process's mappings.
 #[cfg(feature = "heap")]
 fn legacy_heap_text() -> Result<String, GoError> {
-    let raw = crate::heap::dump()?;
+    let raw = crate::collect::heap::dump()?;
     let maps = ProcessMaps::current().unwrap_or_default();
     let addrs: Vec<u64> = raw
         .samples

@@ -166,6 +166,14 @@ impl Symbolizer {
         state.slot(path).info.clone()
     }
 
+    /// Runs `f` while no batch is being symbolized, so that `f` never sees
+    /// the symbolizer's transient memory (parsed debug info, tens of MB):
+    /// heap dumps taken this way do not show the agent's own work.
+    pub fn while_idle<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _idle = self.lock();
+        f()
+    }
+
     /// Releases parsed debug info and the cache now.
     pub fn unload(&self) {
         self.lock().unload();

@@ -1,5 +1,7 @@
 //! Watching resource counters: bounded time series and threshold rules with
 //! hysteresis evaluated on each new sample.
 
+pub mod evidence;
+pub mod monitor;
 pub mod rules;
 pub mod series;

@@ -12,7 +12,8 @@ use std::fmt;
 use super::series::Series;
 
 /// Severity of a rule's state; ordered `Ok < Warning < Critical`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Level {
     /// Below every threshold.
     #[default]
@@ -104,7 +105,7 @@ impl RuleState {
 }
 
 /// A level change decided by [`Rule::evaluate`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Transition {
     /// Name of the rule.
     pub rule: String,
