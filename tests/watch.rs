@@ -8,6 +8,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use std::sync::{Arc, Mutex};
+
+use leakscope::agent::alert::webhook::WebhookOptions;
 use leakscope::agent::client;
 use leakscope::agent::watch::monitor::MonitorOptions;
 use leakscope::agent::watch::rules::{Condition, Rule};
@@ -66,9 +69,48 @@ async fn wait_for(
     }
 }
 
+/// A webhook receiver on loopback that fails its first `fail_first` posts
+/// with 500, then keeps every body.
+async fn webhook_receiver(
+    fail_first: usize,
+) -> (std::net::SocketAddr, Arc<Mutex<Vec<serde_json::Value>>>) {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::new(Mutex::new(0usize));
+    let app = {
+        let bodies = bodies.clone();
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let bodies = bodies.clone();
+                let seen = seen.clone();
+                async move {
+                    let n = {
+                        let mut s = seen.lock().expect("lock");
+                        *s += 1;
+                        *s
+                    };
+                    if n <= fail_first {
+                        return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    let v = serde_json::from_slice(&body).expect("webhook JSON");
+                    bodies.lock().expect("lock").push(v);
+                    axum::http::StatusCode::OK
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, bodies)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leaks_raise_rules_capture_evidence_and_recover() {
-    let addr = start_service(|| {
+    let (hook_addr, hook_bodies) = webhook_receiver(2).await;
+    let addr = start_service(move || {
         let fds_now = leakscope::agent::resource::sample(
             leakscope::agent::resource::Target::SelfProcess,
             &Default::default(),
@@ -87,11 +129,15 @@ async fn leaks_raise_rules_capture_evidence_and_recover() {
                 },
             ),
         ];
-        leakscope::AgentBuilder::new().watch(
-            MonitorOptions::default()
-                .interval(Duration::from_millis(100))
-                .rules(rules),
-        )
+        let mut webhook = WebhookOptions::new(format!("http://{hook_addr}/hook"));
+        webhook.backoff.base = Duration::from_millis(20);
+        leakscope::AgentBuilder::new()
+            .watch(
+                MonitorOptions::default()
+                    .interval(Duration::from_millis(100))
+                    .rules(rules),
+            )
+            .webhook(webhook)
     });
     let get = |path: &'static str| async move {
         let r = client::get(addr, path, TIMEOUT).await.expect(path);
@@ -180,6 +226,26 @@ async fn leaks_raise_rules_capture_evidence_and_recover() {
         "{m}"
     );
     assert!(m.contains("leakscope_alerts_total "), "{m}");
+
+    // The webhook got the alerts, after failing twice: retried with backoff.
+    let v = alerts(addr).await;
+    let stats = &v["webhook"];
+    assert!(stats["retries"].as_u64() >= Some(2), "{v:#}");
+    assert!(stats["sent"].as_u64() >= Some(4), "{v:#}");
+    let bodies = hook_bodies.lock().expect("lock").clone();
+    let texts: Vec<&str> = bodies.iter().filter_map(|b| b["text"].as_str()).collect();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.starts_with("[leakscope] warning: threads grow by")),
+        "{texts:#?}"
+    );
+    assert!(
+        bodies
+            .iter()
+            .any(|b| b["rule"] == "threads_growth" && b["to"] == "ok"),
+        "the recovery is posted too: {bodies:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use axum::Router;
 
+use crate::alert::WebhookHook;
+use crate::alert::webhook::{WebhookOptions, WebhookSink};
 use crate::error::{Error, Result};
 use crate::http::{self, RouteConfig, WatchParts};
 use crate::resource::Target;
@@ -33,11 +35,12 @@ pub struct AgentBuilder {
     max_profile_duration: Duration,
     heap_sample_interval: Option<u64>,
     watch: Option<MonitorOptions>,
+    webhook: Option<WebhookOptions>,
 }
 
 /// Starts the watch loop on this process, with tokio's alive-task count
 /// when built inside a runtime, and evidence captures.
-fn start_watch(options: MonitorOptions) -> Result<WatchParts> {
+fn start_watch(options: MonitorOptions, webhook: Option<WebhookOptions>) -> Result<WatchParts> {
     let handle = tokio::runtime::Handle::try_current().ok();
     let extra: Option<ExtraMetrics> = handle.map(|h| -> ExtraMetrics {
         Box::new(move || vec![("tokio_tasks", h.metrics().num_alive_tasks() as f64)])
@@ -46,11 +49,19 @@ fn start_watch(options: MonitorOptions) -> Result<WatchParts> {
         Target::SelfProcess,
         Evidence::DEFAULT_BASELINE_EVERY,
     ));
-    let hook: Arc<dyn WatchHook> = evidence.clone();
-    let monitor = Monitor::spawn(Target::SelfProcess, options, extra, vec![hook])?;
+    let mut hooks: Vec<Arc<dyn WatchHook>> = vec![evidence.clone()];
+    let webhook = webhook.map(WebhookSink::spawn).transpose()?;
+    if let Some(sink) = &webhook {
+        hooks.push(Arc::new(WebhookHook {
+            sink: sink.clone(),
+            target: "self".into(),
+        }));
+    }
+    let monitor = Monitor::spawn(Target::SelfProcess, options, extra, hooks)?;
     Ok(WatchParts {
         monitor: Arc::new(monitor),
         evidence,
+        webhook,
     })
 }
 
@@ -77,6 +88,7 @@ impl AgentBuilder {
             max_profile_duration: Self::DEFAULT_MAX_PROFILE_DURATION,
             heap_sample_interval: None,
             watch: Some(MonitorOptions::default()),
+            webhook: None,
         }
     }
 
@@ -168,6 +180,15 @@ impl AgentBuilder {
         self
     }
 
+    /// Posts every alert of the watch loop to an `http://` webhook (JSON with
+    /// a Slack-compatible `text` field), with retries, backoff and a circuit
+    /// breaker. Call [`router`](Self::router) or [`spawn`](Self::spawn)
+    /// inside a tokio runtime: delivery runs on a task of it.
+    pub fn webhook(mut self, options: WebhookOptions) -> Self {
+        self.webhook = Some(options);
+        self
+    }
+
     /// No watch loop: no background sampling, thresholds or captures.
     pub fn without_watch(mut self) -> Self {
         self.watch = None;
@@ -180,7 +201,13 @@ impl AgentBuilder {
     /// which lives as long as the routes.
     pub fn router(self) -> Router {
         self.apply_heap_settings();
-        let watch = match self.watch.clone().map(start_watch).transpose() {
+        let webhook = self.webhook.clone();
+        let watch = match self
+            .watch
+            .clone()
+            .map(|w| start_watch(w, webhook))
+            .transpose()
+        {
             Ok(w) => w,
             Err(e) => {
                 tracing::warn!(error = %e, "leakscope: the watch loop could not start");

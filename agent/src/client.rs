@@ -96,7 +96,7 @@ pub enum ClientError {
 ///
 /// `timeout` bounds the whole exchange, connecting included.
 pub async fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Response, ClientError> {
-    one_shot(addr, "GET", path, &[], timeout).await
+    one_shot(addr, "GET", path, &[], Vec::new(), timeout).await
 }
 
 /// POST `body` to `http://addr{path}` on a fresh connection, closed
@@ -109,7 +109,50 @@ pub async fn post(
     body: &[u8],
     timeout: Duration,
 ) -> Result<Response, ClientError> {
-    one_shot(addr, "POST", path, body, timeout).await
+    one_shot(addr, "POST", path, body, Vec::new(), timeout).await
+}
+
+/// POST `body` to `http://addr{path}` with extra request headers, such as
+/// `("Content-Type", "application/json")`, on a fresh connection, closed
+/// afterwards.
+///
+/// A `Host` header given here replaces the default `Host: {addr}` (useful
+/// when `addr` was resolved from a name); `Content-Length`, `Connection`
+/// and `Transfer-Encoding` are the client's and are refused, as are names
+/// or values that would break the request head (CR, LF, `:` in a name).
+/// A refused header is a [`ClientError::Io`] of kind `InvalidInput`, before
+/// anything is sent. `timeout` bounds the whole exchange, connecting
+/// included.
+pub async fn post_with_headers(
+    addr: SocketAddr,
+    path: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<Response, ClientError> {
+    let mut extra = Vec::with_capacity(headers.len());
+    for &(name, value) in headers {
+        let reserved = ["content-length", "connection", "transfer-encoding"]
+            .iter()
+            .any(|r| name.eq_ignore_ascii_case(r));
+        let bad_name = name.is_empty()
+            || name
+                .bytes()
+                .any(|b| b <= b' ' || b == b':' || b == 0x7f || !b.is_ascii());
+        let bad_value = value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0);
+        if reserved || bad_name || bad_value {
+            return Err(ClientError::Io {
+                method: "POST",
+                path: path.to_owned(),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("refused request header {name:?}"),
+                ),
+            });
+        }
+        extra.push((name.to_owned(), value.to_owned()));
+    }
+    one_shot(addr, "POST", path, body, extra, timeout).await
 }
 
 async fn one_shot(
@@ -117,6 +160,7 @@ async fn one_shot(
     method: &'static str,
     path: &str,
     body: &[u8],
+    headers: Vec<(String, String)>,
     timeout: Duration,
 ) -> Result<Response, ClientError> {
     let mut conn = Connection {
@@ -126,6 +170,7 @@ async fn one_shot(
         stream: None,
         keep_alive: false,
         line: Vec::new(),
+        headers,
     };
     conn.send(method, path, body, timeout).await
 }
@@ -150,6 +195,8 @@ pub struct Connection {
     keep_alive: bool,
     /// Reused buffer for one line of the response head.
     line: Vec<u8>,
+    /// Extra request headers (one-shot requests only), already checked.
+    headers: Vec<(String, String)>,
 }
 
 /// Longest line of a response head (status line, header, chunk size).
@@ -173,6 +220,7 @@ impl Connection {
             stream: None,
             keep_alive: true,
             line: Vec::with_capacity(256),
+            headers: Vec::new(),
         };
         let path = addr.to_string();
         let stream = tokio::time::timeout(timeout, conn.dial("CONNECT", &path))
@@ -282,11 +330,21 @@ impl Connection {
             }
         };
         let (reader, served) = self.stream.insert(open);
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: leakscope/{}\r\n",
-            self.addr,
+        let mut head = format!("{method} {path} HTTP/1.1\r\n");
+        if !self
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("host"))
+        {
+            head.push_str(&format!("Host: {}\r\n", self.addr));
+        }
+        head.push_str(&format!(
+            "User-Agent: leakscope/{}\r\n",
             env!("CARGO_PKG_VERSION")
-        );
+        ));
+        for (name, value) in &self.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
         if !self.keep_alive {
             head.push_str("Connection: close\r\n");
         }
@@ -641,6 +699,48 @@ mod tests {
         assert_ne!(b, peers[0]);
         let r = post(addr, "/echo", b"posted", T).await.expect("post");
         assert_eq!(r.text(), "posted");
+    }
+
+    #[tokio::test]
+    async fn posts_with_extra_headers_and_refuses_unsafe_ones() {
+        let app = Router::new().route(
+            "/h",
+            post_route(|headers: axum::http::HeaderMap, body: String| async move {
+                let h = |n: &str| {
+                    headers
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-")
+                        .to_owned()
+                };
+                format!("{} {} {}", h("content-type"), h("host"), body)
+            }),
+        );
+        let addr = serve(app).await;
+        let json = [("Content-Type", "application/json")];
+        let r = post_with_headers(addr, "/h", b"{}", &json, T)
+            .await
+            .expect("post");
+        assert_eq!(r.text(), format!("application/json {addr} {{}}"));
+        let named = [("Host", "hooks.example:80")];
+        let r = post_with_headers(addr, "/h", b"x", &named, T)
+            .await
+            .expect("post");
+        assert_eq!(r.text(), "- hooks.example:80 x");
+        for bad in [
+            ("X-A", "1\r\nX-B: 2"),
+            ("Bad Name", "v"),
+            ("", "v"),
+            ("content-length", "9"),
+        ] {
+            let e = post_with_headers(addr, "/h", b"", &[bad], T)
+                .await
+                .expect_err("refused");
+            assert!(
+                matches!(&e, ClientError::Io { source, .. } if source.kind() == io::ErrorKind::InvalidInput),
+                "{e}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -47,6 +47,8 @@
 #[cfg(feature = "server")]
 mod agent;
 #[cfg(feature = "server")]
+pub mod alert;
+#[cfg(feature = "server")]
 pub mod client;
 pub mod collect;
 #[cfg(feature = "cpu")]

@@ -19,7 +19,12 @@ pub(crate) async fn metrics(state: axum::extract::State<HttpState>) -> Response 
     });
     let watch = state.config.watch.as_ref().map(|w| {
         let view = w.monitor.view();
-        (view.levels, view.alerts_total, w.evidence.captures_total())
+        (
+            view.levels,
+            view.alerts_total,
+            w.evidence.captures_total(),
+            w.webhook.as_ref().map(|h| h.stats()),
+        )
     });
     let rendered = state
         .heavy(move || -> Result<String, crate::Error> {
@@ -68,7 +73,31 @@ pub(crate) async fn metrics(state: axum::extract::State<HttpState>) -> Response 
                     &series,
                 );
             }
-            if let Some((levels, alerts_total, captures_total)) = watch {
+            if let Some((levels, alerts_total, captures_total, webhook)) = watch {
+                if let Some(h) = webhook {
+                    p.family(
+                        "leakscope_webhook_alerts_total",
+                        "counter",
+                        "Alerts handed to the webhook, by outcome.",
+                        &[
+                            (vec![("outcome", "sent".to_owned())], h.sent as f64),
+                            (
+                                vec![("outcome", "dropped_queue_full".to_owned())],
+                                h.dropped_queue_full as f64,
+                            ),
+                            (
+                                vec![("outcome", "dropped_breaker_open".to_owned())],
+                                h.dropped_breaker_open as f64,
+                            ),
+                        ],
+                    );
+                    p.single(
+                        "leakscope_webhook_breaker_open",
+                        "gauge",
+                        "1 while the webhook's circuit breaker is open.",
+                        if h.breaker_state == "open" { 1.0 } else { 0.0 },
+                    );
+                }
                 let series: Vec<_> = levels
                     .iter()
                     .map(|(rule, metric, level)| {

@@ -19,6 +19,8 @@ pub struct WatchParts {
     pub monitor: Arc<Monitor>,
     /// Its captures.
     pub evidence: Arc<Evidence>,
+    /// Where alerts are posted, if anywhere.
+    pub webhook: Option<crate::alert::webhook::WebhookSink>,
 }
 
 fn parts(state: &HttpState) -> Result<&WatchParts, GoError> {
@@ -47,6 +49,17 @@ pub(crate) async fn alerts(State(state): State<HttpState>) -> Response {
         "error": view.error,
         "baseline_at": w.evidence.baseline().map(|c| crate::collect::unix_seconds(c.at)),
         "breach_at": w.evidence.breach().map(|c| crate::collect::unix_seconds(c.at)),
+        "webhook": w.webhook.as_ref().map(|h| {
+            let s = h.stats();
+            serde_json::json!({
+                "sent": s.sent,
+                "failed_attempts": s.failed_attempts,
+                "retries": s.retries,
+                "dropped_queue_full": s.dropped_queue_full,
+                "dropped_breaker_open": s.dropped_breaker_open,
+                "breaker": s.breaker_state,
+            })
+        }),
     });
     let mut res = body.to_string().into_response();
     res.headers_mut().insert(
