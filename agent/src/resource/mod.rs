@@ -15,12 +15,13 @@ pub mod procfs;
 pub mod prometheus;
 mod tcp;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-use std::time::SystemTime;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::Error;
 
@@ -314,6 +315,41 @@ fn threads_by_name(pid: u32, dir: &Path) -> Result<Vec<(String, u64)>, Error> {
     Ok(procfs::group_counts(names))
 }
 
+/// How long a process's fd limit is reused before `/proc/PID/limits` is
+/// read again (it changes only through `setrlimit`/`prlimit`).
+const LIMIT_TTL: Duration = Duration::from_secs(10);
+/// Most processes whose fd limit is remembered.
+const LIMIT_CACHE: usize = 4096;
+
+/// The soft fd limit of `pid`, read from `/proc/PID/limits` at most every
+/// [`LIMIT_TTL`] per process (keyed by pid and start time, so a reused pid is
+/// read afresh), and always when `fresh`. Reading the file is about half the
+/// cost of a count-only sample.
+fn fd_limit(pid: u32, dir: &Path, start_ticks: u64, fresh: bool) -> Result<Option<u64>, Error> {
+    type Cache = HashMap<(u32, u64), (Instant, Option<u64>)>;
+    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    let key = (pid, start_ticks);
+    if !fresh {
+        let c = cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, limit)) = c.get(&key)
+            && at.elapsed() < LIMIT_TTL
+        {
+            return Ok(*limit);
+        }
+    }
+    let limits_path = dir.join("limits");
+    let limits_text = read_text(pid, &limits_path)?;
+    let limit =
+        procfs::parse_max_open_files(&limits_text).map_err(|m| parse_error(&limits_path, m))?;
+    let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if c.len() >= LIMIT_CACHE {
+        c.clear();
+    }
+    c.insert(key, (Instant::now(), limit));
+    Ok(limit)
+}
+
 /// Takes one sample of `target`. Errors with [`Error::ProcessGone`] if the
 /// process does not exist (or exits while being sampled).
 pub fn sample(target: Target, opts: &SampleOptions) -> Result<ResourceSample, Error> {
@@ -332,10 +368,7 @@ pub fn sample(target: Target, opts: &SampleOptions) -> Result<ResourceSample, Er
 
     let open_fds = fds::count(pid, &dir, is_self)?;
 
-    let limits_path = dir.join("limits");
-    let limits_text = read_text(pid, &limits_path)?;
-    let fd_limit =
-        procfs::parse_max_open_files(&limits_text).map_err(|m| parse_error(&limits_path, m))?;
+    let fd_limit = fd_limit(pid, &dir, stat.start_time_ticks, opts.fd_breakdown)?;
 
     let (fds_by_kind, tcp_by_state) = if opts.fd_breakdown || opts.tcp_states {
         let targets = fds::targets(pid, &dir, is_self)?;
