@@ -17,7 +17,7 @@ fn soft_limit() -> libc::rlimit {
 
 fn set_soft(r: &libc::rlimit, soft: u64) {
     let new = libc::rlimit {
-        rlim_cur: soft as libc::rlim_t,
+        rlim_cur: soft,
         rlim_max: r.rlim_max,
     };
     // SAFETY: setrlimit reads the struct we pass; lowering the soft limit
@@ -32,9 +32,9 @@ fn fd_limit_is_cached_on_the_fast_path_and_fresh_with_the_breakdown() {
     let before = sample(Target::SelfProcess, &count_only)
         .expect("sample")
         .fd_limit;
-    assert_eq!(before, Some(r.rlim_cur as u64));
+    assert_eq!(before, Some(r.rlim_cur));
 
-    let lowered = r.rlim_cur as u64 - 1;
+    let lowered = r.rlim_cur - 1;
     set_soft(&r, lowered);
     let cached = sample(Target::SelfProcess, &count_only)
         .expect("sample")
@@ -47,7 +47,7 @@ fn fd_limit_is_cached_on_the_fast_path_and_fresh_with_the_breakdown() {
     let after = sample(Target::SelfProcess, &count_only)
         .expect("sample")
         .fd_limit;
-    set_soft(&r, r.rlim_cur as u64);
+    set_soft(&r, r.rlim_cur);
 
     assert_eq!(cached, before, "count-only samples reuse the recent limit");
     assert_eq!(fresh, Some(lowered), "the breakdown reads the limit afresh");
