@@ -113,6 +113,15 @@ pub enum Error {
         message: String,
     },
 
+    /// A configuration file is not valid.
+    #[error("{origin}: {message}")]
+    ConfigFile {
+        /// The file (or other source) of the configuration.
+        origin: String,
+        /// What is wrong, and where.
+        message: String,
+    },
+
     /// A builder setting is out of range.
     #[error("invalid setting `{setting}`: {message}")]
     Config {
