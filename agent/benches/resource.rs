@@ -1,9 +1,23 @@
 //! Prints the cost of sampling this process through /proc (count-only, with
-//! the fd breakdown, and with everything).
+//! the fd breakdown, and with everything), then checks two targets on child
+//! processes:
+//!
+//! - a count-only sample of a large process (1000 threads, 10,000 fds) in
+//!   <= 20 us, next to a small one (200 threads, 1,000 fds), with the cost of
+//!   `stat` and of listing `/proc/PID/fd` side by side;
+//! - 200 processes sampled once a second at < 5% of one core.
+//!
+//! All children are killed at the end, and on panic (a guard with `Drop`);
+//! they also get SIGKILL if this process dies (`PR_SET_PDEATHSIG`).
 //!
 //! Run with: `cargo bench -p leakscope-agent --bench resource`
 
-use std::time::Instant;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use leakscope_agent::resource::{SampleOptions, Target, sample};
 
@@ -17,6 +31,13 @@ fn mean_us(opts: &SampleOptions, n: u32) -> f64 {
 }
 
 fn main() {
+    self_process();
+    large_process();
+    many_processes();
+}
+
+/// The original output: sampling this very process.
+fn self_process() {
     let fds = sample(Target::SelfProcess, &SampleOptions::default())
         .unwrap()
         .open_fds;
@@ -76,4 +97,314 @@ fn main() {
         "fd_breakdown+tcp_states + udp + tcp listener: mean {with_tcp:.1} us/sample (200 samples)"
     );
     drop((udp, tcp));
+}
+
+/// Python child: raises the soft RLIMIT_NOFILE to the hard limit, opens
+/// `argv[2]` fds on /dev/null, starts `argv[1]` sleeping threads, prints
+/// `ready <fds opened> <soft limit> <hard limit>` and sleeps.
+const PY_CHILD: &str = r#"
+import resource, sys, threading, time
+n_threads, n_fds = int(sys.argv[1]), int(sys.argv[2])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+if hard == resource.RLIM_INFINITY or hard > soft:
+    for want in (hard, n_fds + 64):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            break
+        except (ValueError, OSError):
+            pass
+files = []
+try:
+    for _ in range(n_fds):
+        files.append(open('/dev/null', 'rb'))
+except OSError:
+    pass
+threading.stack_size(256 * 1024)
+for _ in range(n_threads):
+    threading.Thread(target=time.sleep, args=(600,), daemon=True).start()
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+print('ready', len(files), soft, hard, flush=True)
+time.sleep(600)
+"#;
+
+/// Children killed (and reaped, with a timeout) on drop, including on panic.
+#[derive(Default)]
+struct Children(Vec<Child>);
+
+impl Children {
+    fn kill_all(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for mut c in self.0.drain(..) {
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => {
+                        thread::sleep(Duration::from_millis(2))
+                    }
+                    _ => {
+                        eprintln!("warning: child {} not reaped", c.id());
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+/// Has the child killed if this process dies without running destructors.
+fn die_with_parent(cmd: &mut Command) -> &mut Command {
+    // SAFETY: the closure runs in the forked child before exec; it only calls
+    // prctl, which is async-signal-safe and does not allocate or take locks.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        })
+    }
+}
+
+/// What a python child reported when ready.
+struct Big {
+    pid: u32,
+    fds_opened: u64,
+    soft: String,
+    hard: String,
+}
+
+/// Starts a python child with `threads` threads and `fds` open fds and waits
+/// (at most 60 s) for it to be ready.
+fn spawn_big(children: &mut Children, threads: u32, fds: u32) -> Big {
+    let mut child = die_with_parent(
+        Command::new("python3")
+            .args(["-c", PY_CHILD, &threads.to_string(), &fds.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit()),
+    )
+    .spawn()
+    .expect("spawn python3");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let pid = child.id();
+    children.0.push(child);
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut line = String::new();
+        let r = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(r.map(|_| line));
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("python3 child not ready within 60 s")
+        .expect("read python3 stdout");
+    let f: Vec<&str> = line.split_whitespace().collect();
+    assert!(
+        f.len() == 4 && f[0] == "ready",
+        "python3 child exited or said {line:?}"
+    );
+    Big {
+        pid,
+        fds_opened: f[1].parse().expect("fd count"),
+        soft: f[2].to_string(),
+        hard: f[3].to_string(),
+    }
+}
+
+/// Runs `f` `n` times, timing each call; returns microseconds.
+fn time_each<T>(n: usize, mut f: impl FnMut() -> T) -> Vec<f64> {
+    (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(f());
+            t.elapsed().as_secs_f64() * 1e6
+        })
+        .collect()
+}
+
+/// (mean, median).
+fn mean_median(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    let mid = v.len() / 2;
+    let median = if v.len().is_multiple_of(2) {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    };
+    (mean, median)
+}
+
+/// Count-only sample vs fd_breakdown vs `stat` vs listing `/proc/PID/fd`.
+fn bench_child(label: &str, big: &Big, want_threads: u32, want_fds: u32) {
+    let pid = big.pid;
+    let target = Target::Pid(pid);
+    let count_opts = SampleOptions::default();
+    let breakdown_opts = SampleOptions {
+        fd_breakdown: true,
+        ..Default::default()
+    };
+    let s = sample(target, &breakdown_opts).expect("sample child");
+    let kinds = s.fds_by_kind.expect("breakdown");
+    println!(
+        "{label} (pid {pid}): wanted {want_threads} threads / {want_fds} fds; \
+         opened {} fds, RLIMIT_NOFILE soft {} hard {}",
+        big.fds_opened, big.soft, big.hard
+    );
+    if big.fds_opened < u64::from(want_fds) {
+        println!(
+            "  NOTE: only {} of {want_fds} fds could be opened",
+            big.fds_opened
+        );
+    }
+    println!(
+        "  sample: threads {}, open_fds {}, fd_limit {:?}, breakdown total {} (file {})",
+        s.threads,
+        s.open_fds,
+        s.fd_limit,
+        kinds.total(),
+        kinds.file
+    );
+    let fd_dir = format!("/proc/{pid}/fd");
+    let st_size = std::fs::metadata(&fd_dir).expect("stat fd dir").len();
+    println!("  st_size of {fd_dir}: {st_size} (0 = kernel < 6.2, count falls back to listing)");
+
+    sample(target, &count_opts).expect("warm");
+    let (c_mean, c_med) = mean_median(time_each(2000, || sample(target, &count_opts).unwrap()));
+    let (b_mean, b_med) = mean_median(time_each(50, || sample(target, &breakdown_opts).unwrap()));
+    let (m_mean, m_med) = mean_median(time_each(2000, || {
+        std::fs::metadata(&fd_dir).unwrap().len()
+    }));
+    let stat_path = format!("/proc/{pid}/stat");
+    let (s_mean, s_med) = mean_median(time_each(2000, || std::fs::read(&stat_path).unwrap()));
+    let (r_mean, r_med) = mean_median(time_each(50, || {
+        std::fs::read_dir(&fd_dir)
+            .unwrap()
+            .filter(|e| e.is_ok())
+            .count()
+    }));
+    println!(
+        "  {:<34} {:>10} {:>10} {:>14}",
+        "", "mean us", "median us", "mean/count-only"
+    );
+    for (name, mean, med) in [
+        ("count-only sample (2000)", c_mean, c_med),
+        ("fd_breakdown sample (50)", b_mean, b_med),
+        ("metadata(fd dir).len() (2000)", m_mean, m_med),
+        ("read_dir(fd dir) count (50)", r_mean, r_med),
+        ("read /proc/PID/stat (2000)", s_mean, s_med),
+    ] {
+        println!(
+            "  {name:<34} {mean:>10.2} {med:>10.2} {:>14.3}",
+            mean / c_mean
+        );
+    }
+    let ok = |v: f64| if v <= 20.0 { "met" } else { "NOT met" };
+    println!(
+        "  target count-only <= 20 us: mean {} ({c_mean:.2} us), median {} ({c_med:.2} us)",
+        ok(c_mean),
+        ok(c_med)
+    );
+}
+
+/// Target 1: count-only sample of a large process in <= 20 us.
+fn large_process() {
+    println!();
+    println!("== count-only sample of child processes (target <= 20 us for the large one) ==");
+    let mut children = Children::default();
+    let started = Instant::now();
+    let large = spawn_big(&mut children, 1000, 10_000);
+    let small = spawn_big(&mut children, 200, 1000);
+    println!("children ready in {:.2} s", started.elapsed().as_secs_f64());
+    bench_child("large", &large, 1000, 10_000);
+    bench_child("small", &small, 200, 1000);
+    children.kill_all();
+}
+
+/// User + system CPU time of this process, in seconds.
+fn cpu_seconds() -> f64 {
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::uninit();
+    // SAFETY: `ru` is a valid, writable rusage; getrusage fills it on success
+    // (checked below) and reads nothing from it.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) };
+    assert_eq!(rc, 0, "getrusage failed");
+    // SAFETY: getrusage returned 0, so it initialized `ru`.
+    let ru = unsafe { ru.assume_init() };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Target 2: 200 processes sampled once a second at < 5% of one core.
+fn many_processes() {
+    const N: usize = 200;
+    const ROUNDS: u32 = 5;
+    println!();
+    println!("== {N} processes sampled once a second, count-only (target < 5% of one core) ==");
+    let mut children = Children::default();
+    for _ in 0..N {
+        let child = die_with_parent(
+            Command::new("sleep")
+                .arg("60")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .spawn()
+        .expect("spawn sleep");
+        children.0.push(child);
+    }
+    let pids: Vec<u32> = children.0.iter().map(Child::id).collect();
+    thread::sleep(Duration::from_millis(200));
+    let opts = SampleOptions::default();
+    let mut errors = 0u32;
+    let cpu0 = cpu_seconds();
+    let wall0 = Instant::now();
+    for round in 0..ROUNDS {
+        let due = wall0 + Duration::from_secs(u64::from(round));
+        thread::sleep(due.saturating_duration_since(Instant::now()));
+        let c = cpu_seconds();
+        let t = Instant::now();
+        for &pid in &pids {
+            match sample(Target::Pid(pid), &opts) {
+                Ok(s) => {
+                    std::hint::black_box(s);
+                }
+                Err(_) => errors += 1,
+            }
+        }
+        let wall_ms = t.elapsed().as_secs_f64() * 1e3;
+        let cpu_ms = (cpu_seconds() - c) * 1e3;
+        println!(
+            "  round {}: {N} samples in {wall_ms:.2} ms wall, {cpu_ms:.2} ms CPU ({:.1} us/process){}",
+            round + 1,
+            cpu_ms * 1e3 / N as f64,
+            if round == 0 {
+                " [first round also reads /proc/PID/limits]"
+            } else {
+                ""
+            }
+        );
+    }
+    let end = wall0 + Duration::from_secs(u64::from(ROUNDS));
+    thread::sleep(end.saturating_duration_since(Instant::now()));
+    let cpu = cpu_seconds() - cpu0;
+    let wall = wall0.elapsed().as_secs_f64();
+    let pct = cpu / wall * 100.0;
+    println!(
+        "  total: {:.2} ms CPU over {wall:.2} s wall = {pct:.3}% of one core ({}), {errors} sample errors",
+        cpu * 1e3,
+        if pct < 5.0 {
+            "target < 5% met"
+        } else {
+            "target < 5% NOT met"
+        }
+    );
+    children.kill_all();
 }
