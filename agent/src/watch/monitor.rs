@@ -184,6 +184,16 @@ impl Drop for Monitor {
     }
 }
 
+/// Metrics a rule can name: those read from /proc and `tokio_tasks`
+/// (from the runtime, when the agent runs inside one).
+pub const METRICS: &[&str] = &[
+    "threads",
+    "open_fds",
+    "rss_bytes",
+    "cpu_seconds",
+    "tokio_tasks",
+];
+
 /// The metrics the rules can name, from one sample.
 fn metrics_of(s: &ResourceSample) -> Vec<(&'static str, f64)> {
     vec![
