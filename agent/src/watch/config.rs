@@ -24,14 +24,7 @@ use serde::Deserialize;
 use super::rules::{Condition, Rule, default_rules};
 use crate::error::{Error, Result};
 
-/// Metrics a rule can name.
-pub const METRICS: &[&str] = &[
-    "threads",
-    "open_fds",
-    "rss_bytes",
-    "cpu_seconds",
-    "tokio_tasks",
-];
+pub use super::monitor::METRICS;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
