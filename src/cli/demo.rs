@@ -49,8 +49,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     println!("  service     http://{addr}/   (pprof at http://{addr}/debug/pprof/)");
 
-    let threads0 = count_dir("/proc/self/task");
-    let fds0 = count_dir("/proc/self/fd");
+    let (threads0, fds0) = counts()?;
     let started = Instant::now();
     println!("  [1/4] baseline heap profile");
     let base = fetch_profile(addr, "/debug/pprof/heap").await?;
@@ -83,8 +82,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             g.line
         );
     }
-    let threads1 = count_dir("/proc/self/task");
-    let fds1 = count_dir("/proc/self/fd");
+    let (threads1, fds1) = counts()?;
     println!();
     println!("        threads {threads0} -> {threads1}, open fds {fds0} -> {fds1}");
     let Some(top) = ranked.first().filter(|g| g.delta() > 0) else {
@@ -181,8 +179,13 @@ async fn load(addr: SocketAddr, total: usize, concurrency: usize) -> anyhow::Res
     Ok(())
 }
 
-fn count_dir(path: &str) -> usize {
-    std::fs::read_dir(path).map(|d| d.count()).unwrap_or(0)
+/// Threads and open fds of this process, from the agent's /proc sampler.
+fn counts() -> anyhow::Result<(u64, u64)> {
+    let s = leakscope::agent::resource::sample(
+        leakscope::agent::resource::Target::SelfProcess,
+        &Default::default(),
+    )?;
+    Ok((s.threads, s.open_fds))
 }
 
 fn human_bytes(b: i64) -> String {
