@@ -74,3 +74,62 @@ fn no_access_message() {
     }
     let _ = Duration::ZERO;
 }
+
+/// The sampler reads CPU time from the process CPU clock and the rest from the
+/// leader's own `stat`; both must agree with the whole-process
+/// `/proc/PID/stat` of a child that burns CPU on several threads.
+#[test]
+fn fast_path_agrees_with_whole_process_stat() {
+    let script = "import threading,time\n\
+        def burn():\n    t=time.time()\n    while time.time()-t<0.6: pass\n\
+        ts=[threading.Thread(target=burn) for _ in range(3)]\n\
+        [t.start() for t in ts]\n[t.join() for t in ts]\n\
+        ev=[threading.Thread(target=time.sleep,args=(30,),daemon=True) for _ in range(5)]\n\
+        [t.start() for t in ev]\nprint('ready',flush=True)\ntime.sleep(30)\n";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let pid = child.id();
+    let s = sample(Target::Pid(pid), &SampleOptions::default()).unwrap();
+    let whole = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = whole
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    // Fields after the comm start at field 3 (state): utime is 14, stime 15,
+    // num_threads 20, vsize 23.
+    let ticks = 100.0; // USER_HZ is 100 on Linux for every architecture we build.
+    let stat_cpu =
+        (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / ticks;
+    let stat_threads: u64 = fields[17].parse().unwrap();
+    let vsize: u64 = fields[20].parse().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    println!("clock {:.3} s, stat {stat_cpu:.3} s", s.cpu_seconds);
+    // The GIL lets one burner run at a time: about 0.6 s in all.
+    assert!(
+        s.cpu_seconds > 0.5,
+        "0.6 s of burning, got {}",
+        s.cpu_seconds
+    );
+    assert!(
+        (s.cpu_seconds - stat_cpu).abs() < 0.1,
+        "clock {} vs stat {stat_cpu}",
+        s.cpu_seconds
+    );
+    assert_eq!(s.threads, stat_threads);
+    assert_eq!(s.threads, 6, "main + 5 sleepers");
+    assert_eq!(s.virtual_bytes, vsize);
+}
