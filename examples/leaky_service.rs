@@ -9,7 +9,8 @@
 //! go tool pprof -top http://127.0.0.1:6060/debug/pprof/heap
 //! ```
 //!
-//! Routes: `/leak/heap?kb=N`, `/leak/thread`, `/leak/fd`, `/leak/task`, `/`
+//! Routes: `/leak/heap?kb=N`, `/leak/thread`, `/leak/fd` (and `POST /leak/fd/close`),
+//! `/leak/task`, `/`
 //! (see `leakscope::leaky`), and `/debug/pprof/*`. The address comes from
 //! `--addr`, else `LEAKSCOPE_ADDR`, else 127.0.0.1:6060.
 

@@ -8,6 +8,7 @@
 //! | `GET /leak/heap?kb=N` | N KiB (default 64) kept alive forever | [`leak_heap_kib`] |
 //! | `GET /leak/thread` | a thread that never ends | thread name `leaky-thread` |
 //! | `GET /leak/fd` | an open file that is never closed | `/dev/null` |
+//! | `POST /leak/fd/close` | nothing: closes every fd leaked so far (the "fix") | |
 //! | `GET /leak/task` | a tokio task that never completes | [`leaked_task`] |
 //! | `GET /` | nothing: normal work that allocates and frees | |
 //!
@@ -18,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::extract::Query;
-use axum::routing::get;
+use axum::routing::{get, post};
 
 /// Memory kept alive by `/leak/heap`.
 static HEAP: Mutex<Vec<Box<[u8]>>> = Mutex::new(Vec::new());
@@ -37,6 +38,7 @@ pub fn router() -> Router {
         .route("/leak/heap", get(leak_heap))
         .route("/leak/thread", get(leak_thread))
         .route("/leak/fd", get(leak_fd))
+        .route("/leak/fd/close", post(close_fds))
         .route("/leak/task", get(leak_task))
         .route("/leak/stats", get(stats))
 }
@@ -84,6 +86,12 @@ async fn leak_fd() -> String {
         }
         Err(e) => format!("could not open /dev/null: {e}\n"),
     }
+}
+
+/// Closes the files `/leak/fd` kept open, as a fix would.
+async fn close_fds() -> String {
+    let closed = std::mem::take(&mut *FILES.lock().unwrap_or_else(|e| e.into_inner())).len();
+    format!("closed {closed} fds\n")
 }
 
 async fn leak_task() -> String {

@@ -246,6 +246,34 @@ async fn leaks_raise_rules_capture_evidence_and_recover() {
             .any(|b| b["rule"] == "threads_growth" && b["to"] == "ok"),
         "the recovery is posted too: {bodies:#?}"
     );
+
+    // The fix: the leaked fds are closed, and the absolute rule recovers.
+    let r = client::post(addr, "/leak/fd/close", b"", TIMEOUT)
+        .await
+        .expect("close fds");
+    assert!(r.text().starts_with("closed "), "{}", r.text());
+    wait_for(
+        addr,
+        Duration::from_secs(10),
+        "open_fds_high to recover",
+        |v| level(v, "open_fds_high") == "ok",
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let bodies = hook_bodies.lock().expect("lock").clone();
+        if bodies
+            .iter()
+            .any(|b| b["rule"] == "open_fds_high" && b["to"] == "ok")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the fds recovery reaches the webhook: {bodies:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
