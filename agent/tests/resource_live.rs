@@ -133,3 +133,27 @@ fn fast_path_agrees_with_whole_process_stat() {
     assert_eq!(s.threads, 6, "main + 5 sleepers");
     assert_eq!(s.virtual_bytes, vsize);
 }
+
+/// A sample survives a JSON round trip (snapshot metadata stores it), with
+/// the time in Unix seconds and TCP states by name.
+#[test]
+fn sample_round_trips_through_json() {
+    let _listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let opts = SampleOptions {
+        fd_breakdown: true,
+        thread_names: true,
+        tcp_states: true,
+    };
+    let s = sample(Target::SelfProcess, &opts).unwrap();
+    let json = serde_json::to_value(&s).unwrap();
+    assert!(json["time"].as_f64().unwrap() > 1.7e9, "{json}");
+    assert!(json.to_string().contains("\"LISTEN\""), "{json}");
+    let back: leakscope_agent::resource::ResourceSample = serde_json::from_value(json).unwrap();
+    assert_eq!(back.threads, s.threads);
+    assert_eq!(back.tcp_by_state, s.tcp_by_state);
+    let drift = back
+        .time
+        .duration_since(s.time)
+        .unwrap_or_else(|e| e.duration());
+    assert!(drift < Duration::from_micros(2), "{drift:?}");
+}

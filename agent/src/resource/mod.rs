@@ -46,11 +46,15 @@ pub struct SampleOptions {
 }
 
 /// One point-in-time reading of a process's resources.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Serializes (for snapshot metadata and JSON APIs) with `time` as Unix
+/// seconds and TCP states by name.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ResourceSample {
     /// The process id.
     pub pid: u32,
     /// Wall-clock time at the start of the sample.
+    #[serde(with = "unix_seconds")]
     pub time: SystemTime,
     /// Number of threads (`num_threads` of the leader's `stat`).
     pub threads: u64,
@@ -77,7 +81,7 @@ pub struct ResourceSample {
 }
 
 /// What the open file descriptors point at.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FdKinds {
     /// TCP sockets (IPv4 and IPv6).
     pub tcp: u64,
@@ -135,7 +139,11 @@ impl FdKinds {
 }
 
 /// Kernel TCP states, as in the hex `st` column of `/proc/net/tcp`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Serialized by name (`"CLOSE_WAIT"`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TcpState {
     /// ESTABLISHED (01).
     Established,
@@ -211,6 +219,28 @@ impl TcpState {
 impl fmt::Display for TcpState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// `SystemTime` as fractional Unix seconds in serialized samples.
+mod unix_seconds {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        let secs = t
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        s.serialize_f64(secs)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let secs: f64 = serde::Deserialize::deserialize(d)?;
+        if !secs.is_finite() || secs < 0.0 {
+            return Err(serde::de::Error::custom(
+                "time must be non-negative Unix seconds",
+            ));
+        }
+        Ok(UNIX_EPOCH + Duration::from_secs_f64(secs))
     }
 }
 
