@@ -6,7 +6,7 @@
 //! with retries, backoff and a circuit breaker ([`backoff`]), without ever
 //! blocking the caller.
 
-pub mod backoff;
+pub use crate::client::backoff;
 pub mod webhook;
 
 /// One alert: a threshold state change.

@@ -22,7 +22,6 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,8 +29,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::Alert;
-use super::backoff::{Backoff, BreakerState, CircuitBreaker, XorShift};
-use crate::client;
+use super::backoff::{Backoff, BreakerState};
+use crate::client::url::HttpUrl;
+use crate::client::{Endpoint, RetryPolicy};
 use crate::error::Error;
 
 /// Settings of a [`WebhookSink`].
@@ -119,105 +119,11 @@ struct Shared {
     breaker_state: AtomicU8,
 }
 
-/// Where to post: parsed from the URL.
-#[derive(Debug, Clone)]
-struct Target {
-    /// `host:port` as written, for `Host:` and name resolution.
-    authority: String,
-    /// Set at spawn for IP literals, after the first lookup for names.
-    addr: Option<SocketAddr>,
-    /// Path and query, starting with `/`.
-    path: String,
-}
-
 fn bad_url(message: String) -> Error {
     Error::Config {
         setting: "webhook_url",
         message,
     }
-}
-
-/// Parses `http://host[:port][/path][?query][#fragment]`.
-fn parse_url(url: &str) -> Result<Target, Error> {
-    let url = url.trim();
-    let lower = url.to_ascii_lowercase();
-    if lower.starts_with("https://") {
-        return Err(bad_url(format!(
-            "{url:?}: https is not supported (the agent's HTTP client has no TLS); \
-             use an http:// URL, e.g. a local relay that forwards to the HTTPS endpoint"
-        )));
-    }
-    if !lower.starts_with("http://") {
-        return Err(bad_url(format!(
-            "{url:?}: expected an http:// URL such as http://127.0.0.1:9000/alerts"
-        )));
-    }
-    let rest = url["http://".len()..].split('#').next().unwrap_or_default();
-    let (authority, path) = match rest.find(['/', '?']) {
-        Some(i) if rest[i..].starts_with('?') => (&rest[..i], format!("/{}", &rest[i..])),
-        Some(i) => (&rest[..i], rest[i..].to_owned()),
-        None => (rest, "/".to_owned()),
-    };
-    if authority.contains('@') {
-        return Err(bad_url(format!(
-            "{url:?}: credentials in the URL are not supported"
-        )));
-    }
-    if let Some(c) = path.chars().find(|c| c.is_control() || *c == ' ') {
-        return Err(bad_url(format!(
-            "{url:?}: invalid character {c:?} in the path"
-        )));
-    }
-    // host, or [v6], then an optional :port.
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (host, after) = v6
-            .split_once(']')
-            .ok_or_else(|| bad_url(format!("{url:?}: unclosed '[' in the host")))?;
-        match after.strip_prefix(':') {
-            Some(port) => (host, Some(port)),
-            None if after.is_empty() => (host, None),
-            None => {
-                return Err(bad_url(format!(
-                    "{url:?}: unexpected {after:?} after the host"
-                )));
-            }
-        }
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        }
-    };
-    let port: u16 = match port {
-        None => 80,
-        Some(p) => p
-            .parse()
-            .ok()
-            .filter(|&p| p != 0)
-            .ok_or_else(|| bad_url(format!("{url:?}: invalid port {p:?}")))?,
-    };
-    let host_ok = !host.is_empty()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'));
-    if !host_ok {
-        return Err(bad_url(format!(
-            "{url:?}: missing or invalid host {host:?}"
-        )));
-    }
-    let ip = host.parse::<std::net::IpAddr>().ok();
-    if host.contains(':') && ip.is_none() {
-        return Err(bad_url(format!("{url:?}: invalid host {host:?}")));
-    }
-    Ok(Target {
-        authority: if ip.is_some_and(|ip| ip.is_ipv6()) {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        },
-        addr: ip.map(|ip| SocketAddr::new(ip, port)),
-        path,
-    })
 }
 
 fn encode(state: BreakerState) -> u8 {
@@ -239,7 +145,7 @@ impl WebhookSink {
     /// its first attempt (this function does not wait), and again after a
     /// failed lookup, which counts as a failed attempt.
     pub fn spawn(opts: WebhookOptions) -> Result<WebhookSink, Error> {
-        let target = parse_url(&opts.url)?;
+        let url = HttpUrl::parse(&opts.url).map_err(bad_url)?;
         if opts.timeout.is_zero() {
             return Err(Error::Config {
                 setting: "webhook_timeout",
@@ -267,7 +173,12 @@ impl WebhookSink {
             dropped_breaker_open: AtomicU64::new(0),
             breaker_state: AtomicU8::new(encode(BreakerState::Closed)),
         });
-        runtime.spawn(deliver_all(shared.clone(), target, opts));
+        let policy = RetryPolicy::default()
+            .timeouts(opts.timeout, opts.timeout)
+            .retries(opts.max_retries, opts.backoff)
+            .breaker(opts.breaker_failures, opts.breaker_open_for);
+        let endpoint = Endpoint::new(url, policy);
+        runtime.spawn(deliver_all(shared.clone(), endpoint, opts));
         Ok(WebhookSink {
             owner: Arc::new(Owner(shared)),
         })
@@ -313,11 +224,12 @@ impl WebhookSink {
 const QUEUE_FULL_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// The delivery task: takes alerts in order until the handles are gone and
-/// the queue is empty.
-async fn deliver_all(shared: Arc<Shared>, mut target: Target, opts: WebhookOptions) {
-    let mut breaker = CircuitBreaker::new(opts.breaker_failures, opts.breaker_open_for);
-    let mut rng = XorShift::from_time();
+/// the queue is empty. The endpoint does the attempts, retries and breaker;
+/// this loop mirrors its counters and logs breaker changes once each.
+async fn deliver_all(shared: Arc<Shared>, endpoint: Endpoint, opts: WebhookOptions) {
     let url = opts.url.trim().to_owned();
+    let path = endpoint.url().path().to_owned();
+    let headers = [("Content-Type", "application/json")];
     // Drop counters as of the last log line about them.
     let (mut logged_full, mut logged_open) = (0u64, 0u64);
     let mut full_logged_at: Option<Instant> = None;
@@ -345,99 +257,32 @@ async fn deliver_all(shared: Arc<Shared>, mut target: Target, opts: WebhookOptio
             tracing::warn!(%url, dropped = full - logged_full, "webhook queue full: oldest alerts dropped");
             logged_full = full;
         }
-        let before = breaker.state();
-        if !breaker.allow(Instant::now()) {
-            shared.dropped_breaker_open.fetch_add(1, Relaxed);
-            continue;
-        }
-        if breaker.state() != before {
-            tracing::warn!(%url, "webhook circuit breaker half-open: trying one alert");
-            shared.breaker_state.store(encode(breaker.state()), Relaxed);
-        }
-        // A half-open breaker gets one trial attempt, not a retry series.
-        let attempts = if breaker.state() == BreakerState::HalfOpen {
-            1
-        } else {
-            opts.max_retries.saturating_add(1)
-        };
-        let body = alert.to_json();
-        let mut last_error = String::new();
-        let mut delivered = false;
-        for attempt in 0..attempts {
-            if attempt > 0 {
-                shared.retries.fetch_add(1, Relaxed);
-                tokio::time::sleep(opts.backoff.delay(attempt - 1, rng.next_f64())).await;
-            }
-            let attempt_result =
-                tokio::time::timeout(opts.timeout, post(&mut target, &body, opts.timeout))
-                    .await
-                    .unwrap_or_else(|_| Err(format!("no answer within {:?}", opts.timeout)));
-            match attempt_result {
-                Ok(()) => {
-                    delivered = true;
-                    break;
-                }
-                Err(e) => {
-                    shared.failed_attempts.fetch_add(1, Relaxed);
-                    tracing::debug!(%url, attempt, error = %e, "webhook attempt failed");
-                    last_error = e;
-                }
-            }
-        }
-        let before = breaker.state();
-        if delivered {
-            shared.sent.fetch_add(1, Relaxed);
-            breaker.on_success();
-        } else {
-            breaker.on_failure(Instant::now());
-        }
-        let after = breaker.state();
+        let before = endpoint.breaker_state();
+        let result = endpoint.post(&path, &alert.to_json(), &headers).await;
+        let stats = endpoint.stats();
+        shared.sent.store(stats.ok, Relaxed);
+        shared.failed_attempts.store(stats.failed_attempts, Relaxed);
+        shared.retries.store(stats.retries, Relaxed);
+        shared
+            .dropped_breaker_open
+            .store(stats.refused_breaker_open, Relaxed);
+        let after = endpoint.breaker_state();
         shared.breaker_state.store(encode(after), Relaxed);
         if after == before {
             continue;
         }
-        let dropped = shared.dropped_breaker_open.load(Relaxed) - logged_open;
-        logged_open += dropped;
-        if after == BreakerState::Open {
-            tracing::warn!(
-                %url, error = %last_error, open_for = ?opts.breaker_open_for,
+        let dropped = stats.refused_breaker_open - logged_open;
+        logged_open = stats.refused_breaker_open;
+        match after {
+            BreakerState::Open => tracing::warn!(
+                %url, error = %result.err().map(|e| e.to_string()).unwrap_or_default(),
+                open_for = ?opts.breaker_open_for,
                 "webhook circuit breaker open: alerts are dropped until a trial succeeds"
-            );
-        } else {
-            tracing::warn!(%url, dropped, "webhook circuit breaker closed: delivering again");
+            ),
+            BreakerState::Closed => {
+                tracing::warn!(%url, dropped, "webhook circuit breaker closed: delivering again")
+            }
+            BreakerState::HalfOpen => {}
         }
-    }
-}
-
-/// One attempt: resolves the host if needed, posts, and wants a 2xx.
-async fn post(target: &mut Target, body: &[u8], timeout: Duration) -> Result<(), String> {
-    let addr = match target.addr {
-        Some(addr) => addr,
-        None => {
-            let found = tokio::time::timeout(timeout, tokio::net::lookup_host(&target.authority))
-                .await
-                .map_err(|_| {
-                    format!(
-                        "resolving {}: no answer within {timeout:?}",
-                        target.authority
-                    )
-                })?
-                .map_err(|e| format!("resolving {}: {e}", target.authority))?
-                .next()
-                .ok_or_else(|| format!("resolving {}: no address", target.authority))?;
-            *target.addr.insert(found)
-        }
-    };
-    let headers = [
-        ("Content-Type", "application/json"),
-        ("Host", target.authority.as_str()),
-    ];
-    let response = client::post_with_headers(addr, &target.path, body, &headers, timeout)
-        .await
-        .map_err(|e| e.to_string())?;
-    if (200..300).contains(&response.status) {
-        Ok(())
-    } else {
-        Err(format!("HTTP {} from the webhook", response.status))
     }
 }

@@ -81,84 +81,115 @@ impl PromText {
 
 /// Writes the process and leakscope series of `s`.
 pub fn write_sample(p: &mut PromText, s: &ResourceSample) {
-    p.single(
-        "process_cpu_seconds_total",
-        "counter",
-        "Total user and system CPU time spent in seconds.",
-        s.cpu_seconds,
-    );
-    p.single(
-        "process_open_fds",
-        "gauge",
-        "Number of open file descriptors.",
-        s.open_fds as f64,
-    );
-    if let Some(limit) = s.fd_limit {
-        p.single(
+    write_samples(p, &[(Vec::new(), s)]);
+}
+
+/// Writes the process and leakscope series of several samples, each with
+/// its own extra labels (the sidecar's `target="api"`), one family at a time
+/// as the text format requires.
+pub fn write_samples(p: &mut PromText, samples: &[(Vec<(&str, String)>, &ResourceSample)]) {
+    let plain = |f: &dyn Fn(&ResourceSample) -> Option<f64>| -> Vec<(Vec<(&str, String)>, f64)> {
+        samples
+            .iter()
+            .filter_map(|(labels, s)| f(s).map(|v| (labels.clone(), v)))
+            .collect()
+    };
+    let by = |key: &'static str,
+              f: &dyn Fn(&ResourceSample) -> Option<Vec<(String, f64)>>|
+     -> Vec<(Vec<(&str, String)>, f64)> {
+        let mut out = Vec::new();
+        for (labels, s) in samples {
+            for (k, v) in f(s).unwrap_or_default() {
+                let mut l = labels.clone();
+                l.push((key, k));
+                out.push((l, v));
+            }
+        }
+        out
+    };
+    let families: [(&str, &str, &str, Vec<(Vec<(&str, String)>, f64)>); 10] = [
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            plain(&|s| Some(s.cpu_seconds)),
+        ),
+        (
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            plain(&|s| Some(s.open_fds as f64)),
+        ),
+        (
             "process_max_fds",
             "gauge",
             "Maximum number of open file descriptors.",
-            limit as f64,
-        );
-    }
-    p.single(
-        "process_resident_memory_bytes",
-        "gauge",
-        "Resident memory size in bytes.",
-        s.rss_bytes as f64,
-    );
-    p.single(
-        "process_virtual_memory_bytes",
-        "gauge",
-        "Virtual memory size in bytes.",
-        s.virtual_bytes as f64,
-    );
-    p.single(
-        "process_start_time_seconds",
-        "gauge",
-        "Start time of the process since unix epoch in seconds.",
-        s.start_time_seconds,
-    );
-    p.single(
-        "process_threads",
-        "gauge",
-        "Number of OS threads in the process.",
-        s.threads as f64,
-    );
-    if let Some(kinds) = &s.fds_by_kind {
-        let series: Vec<_> = kinds
-            .iter()
-            .map(|(kind, n)| (vec![("kind", kind.to_owned())], n as f64))
-            .collect();
-        p.family(
+            plain(&|s| s.fd_limit.map(|l| l as f64)),
+        ),
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            plain(&|s| Some(s.rss_bytes as f64)),
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            plain(&|s| Some(s.virtual_bytes as f64)),
+        ),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            plain(&|s| Some(s.start_time_seconds)),
+        ),
+        (
+            "process_threads",
+            "gauge",
+            "Number of OS threads in the process.",
+            plain(&|s| Some(s.threads as f64)),
+        ),
+        (
             "leakscope_open_fds_by_kind",
             "gauge",
             "Open file descriptors by what they refer to.",
-            &series,
-        );
-    }
-    if let Some(states) = &s.tcp_by_state {
-        let series: Vec<_> = states
-            .iter()
-            .map(|(state, n)| (vec![("state", state.as_str().to_owned())], *n as f64))
-            .collect();
-        p.family(
+            by("kind", &|s| {
+                s.fds_by_kind.map(|k| {
+                    k.iter()
+                        .map(|(kind, n)| (kind.to_owned(), n as f64))
+                        .collect()
+                })
+            }),
+        ),
+        (
             "leakscope_tcp_sockets",
             "gauge",
             "TCP sockets of the process by state.",
-            &series,
-        );
-    }
-    if let Some(names) = &s.threads_by_name {
-        let series: Vec<_> = names
-            .iter()
-            .map(|(name, n)| (vec![("name", name.clone())], *n as f64))
-            .collect();
-        p.family(
+            by("state", &|s| {
+                s.tcp_by_state.as_ref().map(|v| {
+                    v.iter()
+                        .map(|(state, n)| (state.as_str().to_owned(), *n as f64))
+                        .collect()
+                })
+            }),
+        ),
+        (
             "leakscope_threads_by_name",
             "gauge",
             "OS threads by thread name.",
-            &series,
-        );
+            by("name", &|s| {
+                s.threads_by_name.as_ref().map(|v| {
+                    v.iter()
+                        .map(|(name, n)| (name.clone(), *n as f64))
+                        .collect()
+                })
+            }),
+        ),
+    ];
+    for (name, kind, help, series) in families {
+        if !series.is_empty() {
+            p.family(name, kind, help, &series);
+        }
     }
 }

@@ -79,15 +79,109 @@ pub trait WatchHook: Send + Sync {
     fn on_sample(&self, _sample: &ResourceSample, _all_ok: bool) {}
     /// On every state change of a rule.
     fn on_transition(&self, _transition: &Transition, _sample: &ResourceSample) {}
+    /// When the status changes (a process exits, access is refused, a
+    /// located target is found under a new pid, ...).
+    fn on_status(&self, _status: TargetStatus, _pid: Option<u32>, _message: &str) {}
 }
 
 /// Supplies in-process figures /proc does not have (tokio tasks), by metric
 /// name.
 pub type ExtraMetrics = Box<dyn Fn() -> Vec<(&'static str, f64)> + Send + Sync>;
 
+/// Finds the process to watch when it is named rather than given by pid
+/// (the sidecar's `--name`): called when there is no current process or the
+/// last one exited, it returns the pid of a match, if any.
+pub type Locator = Box<dyn FnMut() -> Option<u32> + Send>;
+
+/// What the watch loop is watching: one fixed target, or whatever process a
+/// [`Locator`] finds (picked up again after a restart).
+pub enum WatchTarget {
+    /// This process or one pid, for the loop's whole life.
+    Fixed(Target),
+    /// The process the locator finds; `describe` says what it looks for, for
+    /// messages (`"a process matching 'api'"`).
+    Located {
+        /// Finds the pid.
+        locate: Locator,
+        /// What is looked for, in words.
+        describe: String,
+    },
+}
+
+impl std::fmt::Debug for WatchTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WatchTarget::Fixed(t) => f.debug_tuple("Fixed").field(t).finish(),
+            WatchTarget::Located { describe, .. } => f
+                .debug_struct("Located")
+                .field("describe", describe)
+                .finish(),
+        }
+    }
+}
+
+impl From<Target> for WatchTarget {
+    fn from(t: Target) -> WatchTarget {
+        WatchTarget::Fixed(t)
+    }
+}
+
+/// Whether the watched process can be sampled right now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetStatus {
+    /// No sample taken yet.
+    #[default]
+    Starting,
+    /// Sampled fine on the last attempt.
+    Running,
+    /// The process has exited; a located target waits for the next match.
+    Gone,
+    /// The process exists but its /proc files may not be read.
+    NoAccess,
+    /// A located target with no matching process (yet).
+    Waiting,
+    /// Sampling failed for another reason (see [`MonitorView::error`]).
+    Error,
+}
+
+impl TargetStatus {
+    /// The status in words, as shown in the terminal and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetStatus::Starting => "starting",
+            TargetStatus::Running => "running",
+            TargetStatus::Gone => "gone",
+            TargetStatus::NoAccess => "no access",
+            TargetStatus::Waiting => "waiting",
+            TargetStatus::Error => "error",
+        }
+    }
+
+    fn of(error: &Error) -> TargetStatus {
+        match error {
+            Error::ProcessGone { .. } => TargetStatus::Gone,
+            Error::ProcessNoAccess { .. } => TargetStatus::NoAccess,
+            _ => TargetStatus::Error,
+        }
+    }
+}
+
+impl std::fmt::Display for TargetStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What the watch loop knows now.
 #[derive(Debug, Clone, Default)]
 pub struct MonitorView {
+    /// The pid being watched (the last one, when it has exited).
+    pub pid: Option<u32>,
+    /// Whether it can be sampled.
+    pub status: TargetStatus,
+    /// How many times a located target was found under a new pid.
+    pub restarts: u64,
     /// The latest sample.
     pub last: Option<ResourceSample>,
     /// Each rule's name, metric and current level.
@@ -128,13 +222,14 @@ fn unix_now() -> f64 {
 }
 
 impl Monitor {
-    /// Starts watching `target`.
+    /// Starts watching `target`: a [`Target`] or a [`WatchTarget`].
     pub fn spawn(
-        target: Target,
+        target: impl Into<WatchTarget>,
         options: MonitorOptions,
         extra: Option<ExtraMetrics>,
         hooks: Vec<Arc<dyn WatchHook>>,
     ) -> Result<Monitor> {
+        let target = target.into();
         let shared = Arc::new(Mutex::new(Shared::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -205,7 +300,7 @@ fn metrics_of(s: &ResourceSample) -> Vec<(&'static str, f64)> {
 }
 
 fn run(
-    target: Target,
+    mut target: WatchTarget,
     options: MonitorOptions,
     extra: Option<ExtraMetrics>,
     hooks: Vec<Arc<dyn WatchHook>>,
@@ -219,7 +314,64 @@ fn run(
         .collect();
     let mut n: u64 = 0;
     let mut last_error: Option<String> = None;
+    let mut status = TargetStatus::Starting;
+    // The located pid; for a fixed target, the target itself.
+    let mut current: Option<Target> = match &target {
+        WatchTarget::Fixed(t) => Some(*t),
+        WatchTarget::Located { .. } => None,
+    };
+    let set_status =
+        |status: &mut TargetStatus, new: TargetStatus, pid: Option<u32>, message: String| {
+            if *status == new {
+                return;
+            }
+            *status = new;
+            {
+                let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
+                sh.view.status = new;
+                if pid.is_some() {
+                    sh.view.pid = pid;
+                }
+            }
+            for hook in &hooks {
+                hook.on_status(new, pid, &message);
+            }
+        };
     while !stop.load(Ordering::Acquire) {
+        if current.is_none()
+            && let WatchTarget::Located { locate, describe } = &mut target
+        {
+            match locate() {
+                Some(pid) => {
+                    let restarted = {
+                        let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
+                        let restarted = sh.view.pid.is_some_and(|old| old != pid);
+                        sh.view.restarts += u64::from(restarted);
+                        sh.view.pid = Some(pid);
+                        restarted
+                    };
+                    if restarted {
+                        tracing::info!(
+                            pid,
+                            "leakscope watch: found {describe} again, as a new process"
+                        );
+                    }
+                    current = Some(Target::Pid(pid));
+                }
+                None => {
+                    let message = format!("waiting for {describe}");
+                    let pid = shared.lock().unwrap_or_else(|e| e.into_inner()).view.pid;
+                    shared.lock().unwrap_or_else(|e| e.into_inner()).view.error =
+                        Some(message.clone());
+                    set_status(&mut status, TargetStatus::Waiting, pid, message);
+                    std::thread::park_timeout(options.interval);
+                    continue;
+                }
+            }
+        }
+        let Some(pid_target) = current else {
+            continue;
+        };
         let full =
             options.breakdown_every > 0 && n.is_multiple_of(u64::from(options.breakdown_every));
         n += 1;
@@ -228,11 +380,17 @@ fn run(
             thread_names: full,
             tcp_states: full,
         };
-        match sample(target, &opts) {
+        match sample(pid_target, &opts) {
             Ok(s) => {
                 if last_error.take().is_some() {
-                    tracing::info!(?target, "leakscope watch: sampling works again");
+                    tracing::info!(target = ?pid_target, "leakscope watch: sampling works again");
                 }
+                set_status(
+                    &mut status,
+                    TargetStatus::Running,
+                    Some(s.pid),
+                    format!("watching pid {}", s.pid),
+                );
                 let now = unix_now();
                 let mut values = metrics_of(&s);
                 if let Some(extra) = &extra {
@@ -307,12 +465,24 @@ fn run(
             }
             Err(e) => {
                 let text = e.to_string();
+                let new_status = TargetStatus::of(&e);
                 // One message per distinct problem, not one per interval.
                 if last_error.as_deref() != Some(text.as_str()) {
-                    tracing::warn!(?target, error = %text, "leakscope watch: cannot sample");
+                    tracing::warn!(target = ?pid_target, error = %text, "leakscope watch: cannot sample");
                     last_error = Some(text.clone());
                 }
-                shared.lock().unwrap_or_else(|e| e.into_inner()).view.error = Some(text);
+                let pid = match pid_target {
+                    Target::Pid(p) => Some(p),
+                    Target::SelfProcess => None,
+                };
+                shared.lock().unwrap_or_else(|e| e.into_inner()).view.error = Some(text.clone());
+                set_status(&mut status, new_status, pid, text);
+                // A located process that exited: look for the next match on the
+                // next tick (a zombie may still match meanwhile).
+                if new_status == TargetStatus::Gone && matches!(target, WatchTarget::Located { .. })
+                {
+                    current = None;
+                }
             }
         }
         std::thread::park_timeout(options.interval);

@@ -1,5 +1,6 @@
 //! The one HTTP/1.1 client of leakscope: the demo, the tests, the overhead
-//! bench and (to come) webhooks and the sidecar's profile pulls use it.
+//! bench, webhooks and the sidecar's profile pulls use it. [`Endpoint`] adds
+//! timeouts, retries with backoff and a circuit breaker on top.
 //!
 //! [`Connection`] keeps one TCP stream open across requests (HTTP/1.1
 //! keep-alive), reads `Content-Length`, chunked and read-to-close bodies up
@@ -19,6 +20,12 @@
 //! # Ok(())
 //! # }
 //! ```
+
+pub mod backoff;
+mod endpoint;
+pub mod url;
+
+pub use endpoint::{Endpoint, EndpointStats, RetryPolicy};
 
 use std::io;
 use std::net::SocketAddr;
@@ -80,6 +87,30 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    /// The server answered with a status that is not a success (from an
+    /// [`Endpoint`], which wants 2xx).
+    #[error("{method} {path}: HTTP {status}: {message}")]
+    Status {
+        /// Request method.
+        method: &'static str,
+        /// Request path.
+        path: String,
+        /// The status code.
+        status: u16,
+        /// The first line of the body, shortened.
+        message: String,
+    },
+    /// An [`Endpoint`]'s circuit breaker is open after repeated failures:
+    /// the request was not sent.
+    #[error(
+        "{url}: not tried, the server failed repeatedly (circuit breaker open, next trial within {open_for:?})"
+    )]
+    BreakerOpen {
+        /// The URL that would have been requested.
+        url: String,
+        /// How long the breaker stays open after it opens.
+        open_for: Duration,
+    },
     /// The answer is not HTTP/1.1 this client understands.
     #[error("{method} {path}: bad response: {message}")]
     BadResponse {
@@ -96,7 +127,7 @@ pub enum ClientError {
 ///
 /// `timeout` bounds the whole exchange, connecting included.
 pub async fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Response, ClientError> {
-    one_shot(addr, "GET", path, &[], Vec::new(), timeout).await
+    one_shot(addr, "GET", path, &[], Vec::new(), timeout, timeout).await
 }
 
 /// POST `body` to `http://addr{path}` on a fresh connection, closed
@@ -109,7 +140,7 @@ pub async fn post(
     body: &[u8],
     timeout: Duration,
 ) -> Result<Response, ClientError> {
-    one_shot(addr, "POST", path, body, Vec::new(), timeout).await
+    one_shot(addr, "POST", path, body, Vec::new(), timeout, timeout).await
 }
 
 /// POST `body` to `http://addr{path}` with extra request headers, such as
@@ -130,7 +161,19 @@ pub async fn post_with_headers(
     headers: &[(&str, &str)],
     timeout: Duration,
 ) -> Result<Response, ClientError> {
-    let mut extra = Vec::with_capacity(headers.len());
+    let extra = check_headers(headers).map_err(|source| ClientError::Io {
+        method: "POST",
+        path: path.to_owned(),
+        source,
+    })?;
+    one_shot(addr, "POST", path, body, extra, timeout, timeout).await
+}
+
+/// Checks extra request headers: no reserved names (`Content-Length`,
+/// `Connection`, `Transfer-Encoding`), nothing that would break the request
+/// head. A later `Host` replaces the default one.
+fn check_headers(headers: &[(&str, &str)]) -> io::Result<Vec<(String, String)>> {
+    let mut extra: Vec<(String, String)> = Vec::with_capacity(headers.len());
     for &(name, value) in headers {
         let reserved = ["content-length", "connection", "transfer-encoding"]
             .iter()
@@ -141,18 +184,15 @@ pub async fn post_with_headers(
                 .any(|b| b <= b' ' || b == b':' || b == 0x7f || !b.is_ascii());
         let bad_value = value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0);
         if reserved || bad_name || bad_value {
-            return Err(ClientError::Io {
-                method: "POST",
-                path: path.to_owned(),
-                source: io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("refused request header {name:?}"),
-                ),
-            });
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("refused request header {name:?}"),
+            ));
         }
+        extra.retain(|(n, _)| !n.eq_ignore_ascii_case(name) || !name.eq_ignore_ascii_case("host"));
         extra.push((name.to_owned(), value.to_owned()));
     }
-    one_shot(addr, "POST", path, body, extra, timeout).await
+    Ok(extra)
 }
 
 async fn one_shot(
@@ -161,11 +201,12 @@ async fn one_shot(
     path: &str,
     body: &[u8],
     headers: Vec<(String, String)>,
+    connect_timeout: Duration,
     timeout: Duration,
 ) -> Result<Response, ClientError> {
     let mut conn = Connection {
         addr,
-        connect_timeout: timeout,
+        connect_timeout,
         max_body: Connection::DEFAULT_MAX_BODY,
         stream: None,
         keep_alive: false,

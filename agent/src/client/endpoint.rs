@@ -1,0 +1,331 @@
+//! [`Endpoint`]: requests to one HTTP server with a per-attempt timeout,
+//! retries with exponential backoff and full jitter, and a circuit breaker.
+//!
+//! The webhook sink posts alerts through one, the sidecar pulls every
+//! target's profiles through one per target. A request is one *delivery*:
+//! up to `1 + max_retries` attempts, each on a fresh connection and bounded
+//! by [`RetryPolicy::timeout`] (connecting by [`RetryPolicy::connect_timeout`]).
+//! A delivery that fails counts once against the breaker; while the breaker
+//! is open, requests fail at once with [`ClientError::BreakerOpen`], so a
+//! dead server costs nothing but a counter. After `breaker_open_for`, one
+//! request goes through as a single-attempt trial: success closes the
+//! breaker, failure opens it again.
+//!
+//! Answers 2xx are successes. 5xx, 408 and 429 answers, timeouts and I/O
+//! errors are retried; other 4xx answers are final (retrying cannot help)
+//! and count as a failed delivery.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::backoff::{Backoff, BreakerState, CircuitBreaker, XorShift};
+use super::url::HttpUrl;
+use super::{ClientError, Response};
+
+/// Timeouts, retries and breaker settings of an [`Endpoint`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RetryPolicy {
+    /// Bound of opening the TCP connection (and resolving the host).
+    pub connect_timeout: Duration,
+    /// Bound of each attempt, connecting included.
+    pub timeout: Duration,
+    /// Attempts after the first one fails.
+    pub max_retries: u32,
+    /// Delays between attempts.
+    pub backoff: Backoff,
+    /// Consecutive failed deliveries that open the breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker refuses requests before a trial.
+    pub breaker_open_for: Duration,
+}
+
+impl RetryPolicy {
+    /// Default [`RetryPolicy::connect_timeout`].
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+    /// Default [`RetryPolicy::timeout`].
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default [`RetryPolicy::max_retries`].
+    pub const DEFAULT_MAX_RETRIES: u32 = 3;
+    /// Default [`RetryPolicy::breaker_failures`].
+    pub const DEFAULT_BREAKER_FAILURES: u32 = 5;
+    /// Default [`RetryPolicy::breaker_open_for`].
+    pub const DEFAULT_BREAKER_OPEN_FOR: Duration = Duration::from_secs(30);
+
+    /// Sets both timeouts.
+    #[must_use]
+    pub fn timeouts(mut self, connect: Duration, total: Duration) -> Self {
+        self.connect_timeout = connect;
+        self.timeout = total;
+        self
+    }
+
+    /// Sets the retry count and backoff.
+    #[must_use]
+    pub fn retries(mut self, max_retries: u32, backoff: Backoff) -> Self {
+        self.max_retries = max_retries;
+        self.backoff = backoff;
+        self
+    }
+
+    /// Sets the breaker.
+    #[must_use]
+    pub fn breaker(mut self, failures: u32, open_for: Duration) -> Self {
+        self.breaker_failures = failures;
+        self.breaker_open_for = open_for;
+        self
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy {
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            timeout: Self::DEFAULT_TIMEOUT,
+            max_retries: Self::DEFAULT_MAX_RETRIES,
+            backoff: Backoff::default(),
+            breaker_failures: Self::DEFAULT_BREAKER_FAILURES,
+            breaker_open_for: Self::DEFAULT_BREAKER_OPEN_FOR,
+        }
+    }
+}
+
+/// Counters of an [`Endpoint`] since it was made.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EndpointStats {
+    /// Requests that got a 2xx answer.
+    pub ok: u64,
+    /// Requests that failed after their attempts.
+    pub failed: u64,
+    /// Attempts that failed (error, timeout or non-2xx answer).
+    pub failed_attempts: u64,
+    /// Attempts that were retries of a failed attempt.
+    pub retries: u64,
+    /// Requests refused at once because the breaker was open.
+    pub refused_breaker_open: u64,
+    /// `"closed"`, `"open"` or `"half_open"`.
+    pub breaker_state: &'static str,
+}
+
+#[derive(Debug)]
+struct Inner {
+    url: HttpUrl,
+    policy: RetryPolicy,
+    breaker: Mutex<CircuitBreaker>,
+    rng: Mutex<XorShift>,
+    ok: AtomicU64,
+    failed: AtomicU64,
+    failed_attempts: AtomicU64,
+    retries: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// One HTTP server reached through a [`RetryPolicy`]; cheap to clone, and
+/// clones share the breaker and counters. Requests may run concurrently.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    inner: Arc<Inner>,
+}
+
+/// What a failed attempt means for the next one.
+enum Attempt {
+    Retry(ClientError),
+    Final(ClientError),
+}
+
+impl Endpoint {
+    /// An endpoint for the server of `url` (its path is the default path).
+    pub fn new(url: HttpUrl, policy: RetryPolicy) -> Endpoint {
+        let breaker = CircuitBreaker::new(policy.breaker_failures, policy.breaker_open_for);
+        Endpoint {
+            inner: Arc::new(Inner {
+                url,
+                policy,
+                breaker: Mutex::new(breaker),
+                rng: Mutex::new(XorShift::from_time()),
+                ok: AtomicU64::new(0),
+                failed: AtomicU64::new(0),
+                failed_attempts: AtomicU64::new(0),
+                retries: AtomicU64::new(0),
+                refused: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The URL it was made with.
+    pub fn url(&self) -> &HttpUrl {
+        &self.inner.url
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.inner.policy
+    }
+
+    /// The breaker's state now.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.inner
+            .breaker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .state()
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> EndpointStats {
+        let i = &self.inner;
+        EndpointStats {
+            ok: i.ok.load(Relaxed),
+            failed: i.failed.load(Relaxed),
+            failed_attempts: i.failed_attempts.load(Relaxed),
+            retries: i.retries.load(Relaxed),
+            refused_breaker_open: i.refused.load(Relaxed),
+            breaker_state: self.breaker_state().as_str(),
+        }
+    }
+
+    /// GET `path` (with query) on this server. `timeout` replaces the
+    /// policy's per-attempt timeout for this request (a 30 s CPU profile
+    /// needs more than the default).
+    pub async fn get(
+        &self,
+        path: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Response, ClientError> {
+        self.request("GET", path, &[], &[], timeout).await
+    }
+
+    /// POST `body` to `path` with extra headers (see
+    /// [`super::post_with_headers`]); `Host` is the URL's authority.
+    pub async fn post(
+        &self,
+        path: &str,
+        body: &[u8],
+        headers: &[(&str, &str)],
+    ) -> Result<Response, ClientError> {
+        self.request("POST", path, body, headers, None).await
+    }
+
+    async fn request(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: &[u8],
+        headers: &[(&str, &str)],
+        timeout: Option<Duration>,
+    ) -> Result<Response, ClientError> {
+        let i = &self.inner;
+        let (allowed, trial) = {
+            let mut b = i.breaker.lock().unwrap_or_else(|e| e.into_inner());
+            let allowed = b.allow(Instant::now());
+            (allowed, b.state() == BreakerState::HalfOpen)
+        };
+        if !allowed {
+            i.refused.fetch_add(1, Relaxed);
+            return Err(ClientError::BreakerOpen {
+                url: i.url.with_path(path).to_string(),
+                open_for: i.policy.breaker_open_for,
+            });
+        }
+        // A half-open breaker gets one trial attempt, not a retry series.
+        let attempts = if trial {
+            1
+        } else {
+            i.policy.max_retries.saturating_add(1)
+        };
+        let timeout = timeout.unwrap_or(i.policy.timeout);
+        let mut last = None;
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                i.retries.fetch_add(1, Relaxed);
+                let r = i.rng.lock().unwrap_or_else(|e| e.into_inner()).next_f64();
+                tokio::time::sleep(i.policy.backoff.delay(attempt - 1, r)).await;
+            }
+            match self.attempt(method, path, body, headers, timeout).await {
+                Ok(response) => {
+                    i.ok.fetch_add(1, Relaxed);
+                    i.breaker
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .on_success();
+                    return Ok(response);
+                }
+                Err(Attempt::Retry(e)) => {
+                    i.failed_attempts.fetch_add(1, Relaxed);
+                    tracing::debug!(url = %i.url, attempt, error = %e, "request attempt failed");
+                    last = Some(e);
+                }
+                Err(Attempt::Final(e)) => {
+                    i.failed_attempts.fetch_add(1, Relaxed);
+                    last = Some(e);
+                    break;
+                }
+            }
+        }
+        i.failed.fetch_add(1, Relaxed);
+        i.breaker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .on_failure(Instant::now());
+        Err(last.unwrap_or_else(|| ClientError::BadResponse {
+            method,
+            path: path.to_owned(),
+            message: "no attempt was made".into(),
+        }))
+    }
+
+    async fn attempt(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: &[u8],
+        headers: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<Response, Attempt> {
+        let i = &self.inner;
+        let connect_timeout = i.policy.connect_timeout.min(timeout);
+        let addr = i.url.resolve(connect_timeout).await.map_err(|message| {
+            Attempt::Retry(ClientError::Io {
+                method,
+                path: path.to_owned(),
+                source: std::io::Error::other(message),
+            })
+        })?;
+        let mut all: Vec<(&str, &str)> = vec![("Host", i.url.authority())];
+        all.extend_from_slice(headers);
+        let checked = super::check_headers(&all).map_err(|source| {
+            Attempt::Final(ClientError::Io {
+                method,
+                path: path.to_owned(),
+                source,
+            })
+        })?;
+        let response = super::one_shot(addr, method, path, body, checked, connect_timeout, timeout)
+            .await
+            .map_err(Attempt::Retry)?;
+        match response.status {
+            200..=299 => Ok(response),
+            status => {
+                let e = ClientError::Status {
+                    method,
+                    path: path.to_owned(),
+                    status,
+                    message: response
+                        .text()
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .chars()
+                        .take(200)
+                        .collect(),
+                };
+                if status >= 500 || status == 408 || status == 429 {
+                    Err(Attempt::Retry(e))
+                } else {
+                    Err(Attempt::Final(e))
+                }
+            }
+        }
+    }
+}
