@@ -1,7 +1,9 @@
 //! The profile model and the code that builds profiles from raw stacks.
 
 mod build;
+mod delta;
 mod model;
 
 pub use build::{ProfileMeta, SampleLabel, StackSample, TrimFn, build_profile};
+pub use delta::delta;
 pub use model::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
