@@ -40,6 +40,9 @@ fn loc_key(p: &Profile, loc: &Location, functions: &HashMap<u64, &Function>) -> 
     )
 }
 
+/// A sample's identity in the output: its stack and its labels.
+type SampleKey = (Vec<u64>, Vec<(i64, i64, i64, i64)>);
+
 /// Builds the output profile: interns strings, functions and locations.
 struct Builder {
     out: Profile,
@@ -188,7 +191,7 @@ pub fn delta(base: &Profile, new: &Profile) -> Result<Profile> {
     b.out.duration_nanos = (new.time_nanos - base.time_nanos).max(0);
 
     // Stack (output location ids) + labels -> index of the output sample.
-    let mut index: HashMap<(Vec<u64>, Vec<(i64, i64, i64, i64)>), usize> = HashMap::new();
+    let mut index: HashMap<SampleKey, usize> = HashMap::new();
     for (p, sign) in [(new, 1i64), (base, -1i64)] {
         let functions: HashMap<u64, &Function> = p.function.iter().map(|f| (f.id, f)).collect();
         let locations: HashMap<u64, &Location> = p.location.iter().map(|l| (l.id, l)).collect();

@@ -84,19 +84,24 @@ pub fn write_sample(p: &mut PromText, s: &ResourceSample) {
     write_samples(p, &[(Vec::new(), s)]);
 }
 
+/// Label pairs of one series.
+pub type Labels<'a> = Vec<(&'a str, String)>;
+/// Series of one family.
+type Series<'a> = Vec<(Labels<'a>, f64)>;
+/// Reads labelled values out of a sample (`None`: the sample has none).
+type ByLabel<'f> = &'f dyn Fn(&ResourceSample) -> Option<Vec<(String, f64)>>;
+
 /// Writes the process and leakscope series of several samples, each with
 /// its own extra labels (the sidecar's `target="api"`), one family at a time
 /// as the text format requires.
-pub fn write_samples(p: &mut PromText, samples: &[(Vec<(&str, String)>, &ResourceSample)]) {
-    let plain = |f: &dyn Fn(&ResourceSample) -> Option<f64>| -> Vec<(Vec<(&str, String)>, f64)> {
+pub fn write_samples(p: &mut PromText, samples: &[(Labels<'_>, &ResourceSample)]) {
+    let plain = |f: &dyn Fn(&ResourceSample) -> Option<f64>| -> Series<'_> {
         samples
             .iter()
             .filter_map(|(labels, s)| f(s).map(|v| (labels.clone(), v)))
             .collect()
     };
-    let by = |key: &'static str,
-              f: &dyn Fn(&ResourceSample) -> Option<Vec<(String, f64)>>|
-     -> Vec<(Vec<(&str, String)>, f64)> {
+    let by = |key: &'static str, f: ByLabel<'_>| -> Series<'_> {
         let mut out = Vec::new();
         for (labels, s) in samples {
             for (k, v) in f(s).unwrap_or_default() {
@@ -107,7 +112,7 @@ pub fn write_samples(p: &mut PromText, samples: &[(Vec<(&str, String)>, &Resourc
         }
         out
     };
-    let families: [(&str, &str, &str, Vec<(Vec<(&str, String)>, f64)>); 10] = [
+    let families: [(&str, &str, &str, Series<'_>); 10] = [
         (
             "process_cpu_seconds_total",
             "counter",
