@@ -9,6 +9,8 @@
 //!   endpoints with symbolized CPU and jemalloc heap profiles;
 //! - [`viewer`] (crate `leakscope-viewer`): analysis of profiles, such as
 //!   ranking what grew between two snapshots;
+//! - [`sidecar`]: the engine of `leakscope watch`, which watches other
+//!   processes through /proc and pulls their pprof profiles into a store;
 //! - [`leaky`]: a service that leaks on purpose, used by `leakscope demo`,
 //!   the examples and the tests;
 //!
@@ -16,6 +18,7 @@
 //! See README.md for the quick start.
 
 pub mod leaky;
+pub mod sidecar;
 
 pub use leakscope_agent::client;
 

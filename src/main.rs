@@ -11,10 +11,16 @@ use clap::Parser;
 fn main() {
     let args = cli::Cli::parse();
     // Agent and tool logs go to stderr; RUST_LOG=leakscope_agent=debug for more.
+    // `watch` prints alerts and status changes on stdout itself, so the watch
+    // loop's own log lines about them are left out by default.
+    let default_filter = match args.command {
+        cli::Command::Watch(_) => "warn,leakscope_agent::watch::monitor=error",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -28,6 +34,7 @@ fn main() {
     let result = runtime.block_on(async {
         match args.command {
             cli::Command::Demo(a) => cli::demo::run(a).await,
+            cli::Command::Watch(a) => cli::watch::run(*a).await,
         }
     });
     if let Err(e) = result {

@@ -122,6 +122,66 @@ pub enum Error {
         message: String,
     },
 
+    /// The snapshot store's directory cannot be created, read or written.
+    #[error(
+        "cannot use {} as the snapshot directory: {source}; create it or choose a directory \
+         this user can write",
+        path.display()
+    )]
+    StoreDir {
+        /// The directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Another store (in this process or another one) has the directory open.
+    #[error(
+        "the snapshot directory {} is in use by another leakscope store: give each process its \
+         own directory, or share one `Store` (it is `Clone`) within a process",
+        path.display()
+    )]
+    StoreLocked {
+        /// The directory.
+        path: PathBuf,
+    },
+
+    /// A stored snapshot failed its size or checksum check; it was moved to
+    /// the store's quarantine directory and is no longer listed.
+    #[error(
+        "{}: corrupt snapshot, not served: {message}; take a new snapshot, or inspect the \
+         quarantined files",
+        path.display()
+    )]
+    CorruptSnapshot {
+        /// The snapshot's data file (where it was before quarantine).
+        path: PathBuf,
+        /// What did not match, and where the files went.
+        message: String,
+    },
+
+    /// The store has no snapshot with this id.
+    #[error(
+        "no snapshot `{id}` in the store: list the store for the ids it holds (retention may \
+         have removed it)"
+    )]
+    UnknownSnapshot {
+        /// The id asked for.
+        id: String,
+    },
+
+    /// A snapshot handed to the store, or a value meant for one, is not valid.
+    #[error("invalid snapshot {field} `{value}`: {message}")]
+    InvalidSnapshot {
+        /// The field: `kind`, `time`, `trigger`, ...
+        field: &'static str,
+        /// The refused value.
+        value: String,
+        /// What is accepted.
+        message: String,
+    },
+
     /// A builder setting is out of range.
     #[error("invalid setting `{setting}`: {message}")]
     Config {

@@ -60,6 +60,7 @@ pub mod heap;
 pub mod http;
 pub mod profile;
 pub mod resource;
+pub mod store;
 pub mod symbolize;
 pub mod watch;
 

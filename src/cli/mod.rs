@@ -1,6 +1,7 @@
 //! The `leakscope` command line: subcommands and their wiring.
 
 pub mod demo;
+pub mod watch;
 
 use clap::{Parser, Subcommand};
 
@@ -17,4 +18,7 @@ pub struct Cli {
 pub enum Command {
     /// Run a leaky service under load and show the leak being found.
     Demo(demo::DemoArgs),
+    /// Watch processes through /proc and pull their pprof profiles into a
+    /// snapshot store (the sidecar).
+    Watch(Box<watch::WatchArgs>),
 }

@@ -141,3 +141,4 @@ pub fn top_first_row(top: &str) -> &str {
         .nth(1)
         .unwrap_or_else(|| panic!("no rows in -top output:\n{top}"))
 }
+pub mod sidecar;

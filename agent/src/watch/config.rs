@@ -72,6 +72,20 @@ fn bad(origin: &str, message: String) -> Error {
 /// Parses rules from TOML text; `origin` (a file name) is named in errors.
 pub fn rules_from_toml(text: &str, origin: &str) -> Result<Vec<Rule>> {
     let file: File = toml::from_str(text).map_err(|e| bad(origin, e.to_string()))?;
+    rules_from_parsed(file, origin)
+}
+
+/// Parses rules from an already parsed TOML table holding only
+/// `include_defaults` and `[[rule]]` (the sidecar's configuration file takes
+/// its own sections out first).
+pub fn rules_from_table(table: toml::Table, origin: &str) -> Result<Vec<Rule>> {
+    let file: File = table
+        .try_into()
+        .map_err(|e: toml::de::Error| bad(origin, e.to_string()))?;
+    rules_from_parsed(file, origin)
+}
+
+fn rules_from_parsed(file: File, origin: &str) -> Result<Vec<Rule>> {
     let mut rules = if file.include_defaults {
         default_rules()
     } else {

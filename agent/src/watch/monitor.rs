@@ -279,14 +279,17 @@ impl Drop for Monitor {
     }
 }
 
-/// Metrics a rule can name: those read from /proc and `tokio_tasks`
-/// (from the runtime, when the agent runs inside one).
+/// Metrics a rule can name: those read from /proc, `tokio_tasks` (from the
+/// runtime, when the agent runs inside one, or from a leakscope agent's
+/// `/metrics` for the sidecar) and `goroutines` (the sidecar reads a Go
+/// service's goroutine count from its pprof endpoint).
 pub const METRICS: &[&str] = &[
     "threads",
     "open_fds",
     "rss_bytes",
     "cpu_seconds",
     "tokio_tasks",
+    "goroutines",
 ];
 
 /// The metrics the rules can name, from one sample.

@@ -391,7 +391,8 @@ fn growth(metric: &str, per_minute: f64, window_secs: f64) -> Rule {
 
 /// The default rule set: open fds at 80 % (warning) / 95 % (critical) of the
 /// fd limit, and growth rules (suspected leaks) on threads (5/min over 5 min),
-/// open fds (10/min over 5 min), tokio tasks (50/min over 5 min) and RSS
+/// open fds (10/min over 5 min), tokio tasks and Go goroutines (50/min over
+/// 5 min each; a rule whose metric a target lacks stays `ok`) and RSS
 /// (1 MiB/min over 15 min); all with hysteresis 0.1 and no `for_secs`.
 pub fn default_rules() -> Vec<Rule> {
     vec![
@@ -406,6 +407,7 @@ pub fn default_rules() -> Vec<Rule> {
         growth("threads", 5.0, 300.0),
         growth("open_fds", 10.0, 300.0),
         growth("tokio_tasks", 50.0, 300.0),
+        growth("goroutines", 50.0, 300.0),
         growth("rss_bytes", 1024.0 * 1024.0, 900.0),
     ]
 }
