@@ -127,6 +127,7 @@ fn target_json(shared: &Shared, t: &TargetState) -> Value {
         "level": worst,
         "restarts": view.restarts,
         "error": view.error,
+        "limited": view.limited,
         "levels": levels,
         "alerts_total": view.alerts_total,
         "last": view.last,

@@ -131,7 +131,16 @@ pub fn start_goleaky(dir: &Path, tag: &str) -> (Proc, SocketAddr) {
 /// Runs `leakscope watch ARGS --listen 127.0.0.1:0 --status-every 0` and
 /// returns it with its API address.
 pub fn start_sidecar(args: &[&str]) -> (Proc, SocketAddr) {
+    start_sidecar_as(args, None)
+}
+
+/// [`start_sidecar`], switching to user `uid` first when given (root only).
+pub fn start_sidecar_as(args: &[&str], uid: Option<u32>) -> (Proc, SocketAddr) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_leakscope"));
+    if let Some(uid) = uid {
+        use std::os::unix::process::CommandExt;
+        cmd.uid(uid).gid(uid);
+    }
     cmd.arg("watch")
         .args(args)
         .args(["--listen", "127.0.0.1:0", "--status-every", "0"])

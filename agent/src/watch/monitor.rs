@@ -193,6 +193,9 @@ pub struct MonitorView {
     /// The last sampling error (a process that exited, no access), if the
     /// latest attempt failed.
     pub error: Option<String>,
+    /// Set when only the counts can be read (the fd, socket and thread
+    /// breakdown needs ptrace access): why.
+    pub limited: Option<String>,
 }
 
 #[derive(Default)]
@@ -302,6 +305,13 @@ fn metrics_of(s: &ResourceSample) -> Vec<(&'static str, f64)> {
     ]
 }
 
+fn target_pid(t: Target) -> Option<u32> {
+    match t {
+        Target::Pid(p) => Some(p),
+        Target::SelfProcess => Some(std::process::id()),
+    }
+}
+
 fn run(
     mut target: WatchTarget,
     options: MonitorOptions,
@@ -318,6 +328,8 @@ fn run(
     let mut n: u64 = 0;
     let mut last_error: Option<String> = None;
     let mut status = TargetStatus::Starting;
+    // The pid whose breakdown was refused (no ptrace access).
+    let mut denied_for: Option<u32> = None;
     // The located pid; for a fixed target, the target itself.
     let mut current: Option<Target> = match &target {
         WatchTarget::Fixed(t) => Some(*t),
@@ -350,6 +362,9 @@ fn run(
                         let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
                         let restarted = sh.view.pid.is_some_and(|old| old != pid);
                         sh.view.restarts += u64::from(restarted);
+                        if restarted {
+                            sh.view.limited = None;
+                        }
                         sh.view.pid = Some(pid);
                         restarted
                     };
@@ -375,15 +390,39 @@ fn run(
         let Some(pid_target) = current else {
             continue;
         };
-        let full =
-            options.breakdown_every > 0 && n.is_multiple_of(u64::from(options.breakdown_every));
+        let denied_here = denied_for.is_some() && denied_for == target_pid(pid_target);
+        let full = options.breakdown_every > 0
+            && n.is_multiple_of(u64::from(options.breakdown_every))
+            && !denied_here;
         n += 1;
         let opts = SampleOptions {
             fd_breakdown: full,
             thread_names: full,
             tcp_states: full,
         };
-        match sample(pid_target, &opts) {
+        let mut result = sample(pid_target, &opts);
+        // The counts need no ptrace access (the fd count is the size of
+        // /proc/PID/fd), the breakdown does: fall back to counts, say so
+        // once, and stop asking for the breakdown of this process.
+        if full && let Err(e @ Error::ProcessNoAccess { .. }) = &result {
+            let counts = sample(pid_target, &SampleOptions::default());
+            if counts.is_ok() {
+                let message =
+                    format!("counts only: {e} (fd kinds, TCP states and thread names need it)");
+                tracing::warn!(target = ?pid_target, "leakscope watch: {message}");
+                denied_for = target_pid(pid_target);
+                shared
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .view
+                    .limited = Some(message.clone());
+                for hook in &hooks {
+                    hook.on_status(TargetStatus::Running, denied_for, &message);
+                }
+                result = counts;
+            }
+        }
+        match result {
             Ok(s) => {
                 if last_error.take().is_some() {
                     tracing::info!(target = ?pid_target, "leakscope watch: sampling works again");
