@@ -110,6 +110,10 @@ async fn webhook_receiver(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leaks_raise_rules_capture_evidence_and_recover() {
     let (hook_addr, hook_bodies) = webhook_receiver(2).await;
+    let store_dir = scratch("watch-store");
+    let store =
+        leakscope::agent::store::Store::open(&store_dir, Default::default()).expect("store");
+    let agent_store = store.clone();
     let addr = start_service(move || {
         let fds_now = leakscope::agent::resource::sample(
             leakscope::agent::resource::Target::SelfProcess,
@@ -138,6 +142,7 @@ async fn leaks_raise_rules_capture_evidence_and_recover() {
                     .rules(rules),
             )
             .webhook(webhook)
+            .store(agent_store)
     });
     let get = |path: &'static str| async move {
         let r = client::get(addr, path, TIMEOUT).await.expect(path);
@@ -274,6 +279,48 @@ async fn leaks_raise_rules_capture_evidence_and_recover() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+
+    // The agent kept its captures in the store: a healthy baseline and the
+    // breach, as heap profiles that name the leak.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let breach = loop {
+        let snaps = store.list(&leakscope::agent::store::ListFilter::default().kind("heap"));
+        if let Some(b) = snaps
+            .iter()
+            .find(|s| s.trigger == leakscope::agent::store::Trigger::Breach)
+        {
+            assert!(
+                snaps
+                    .iter()
+                    .any(|s| s.trigger == leakscope::agent::store::Trigger::Schedule),
+                "a baseline too: {snaps:#?}"
+            );
+            break b.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no breach snapshot in the store: {snaps:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(breach.labels.contains_key("rule"), "{breach:#?}");
+    assert!(
+        breach
+            .sample
+            .as_ref()
+            .is_some_and(|s| s.fds_by_kind.is_some()),
+        "{breach:#?}"
+    );
+    let bytes = store.read(&breach.id).expect("read the breach snapshot");
+    let profile =
+        leakscope::agent::profile::Profile::decode_bytes(&bytes, "breach").expect("pprof");
+    assert!(
+        profile
+            .string_table
+            .iter()
+            .any(|s| s.contains("leak_heap_kib")),
+        "the stored breach profile names the leaking function"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

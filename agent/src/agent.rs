@@ -12,6 +12,7 @@ use crate::alert::webhook::{WebhookOptions, WebhookSink};
 use crate::error::{Error, Result};
 use crate::http::{self, RouteConfig, WatchParts};
 use crate::resource::Target;
+use crate::store::Store;
 use crate::watch::evidence::Evidence;
 use crate::watch::monitor::{ExtraMetrics, Monitor, MonitorOptions, WatchHook};
 use std::sync::Arc;
@@ -36,19 +37,25 @@ pub struct AgentBuilder {
     heap_sample_interval: Option<u64>,
     watch: Option<MonitorOptions>,
     webhook: Option<WebhookOptions>,
+    store: Option<Store>,
 }
 
 /// Starts the watch loop on this process, with tokio's alive-task count
 /// when built inside a runtime, and evidence captures.
-fn start_watch(options: MonitorOptions, webhook: Option<WebhookOptions>) -> Result<WatchParts> {
+fn start_watch(
+    options: MonitorOptions,
+    webhook: Option<WebhookOptions>,
+    store: Option<Store>,
+) -> Result<WatchParts> {
     let handle = tokio::runtime::Handle::try_current().ok();
     let extra: Option<ExtraMetrics> = handle.map(|h| -> ExtraMetrics {
         Box::new(move || vec![("tokio_tasks", h.metrics().num_alive_tasks() as f64)])
     });
-    let evidence = Arc::new(Evidence::new(
-        Target::SelfProcess,
-        Evidence::DEFAULT_BASELINE_EVERY,
-    ));
+    let mut evidence = Evidence::new(Target::SelfProcess, Evidence::DEFAULT_BASELINE_EVERY);
+    if let Some(store) = store {
+        evidence = evidence.with_store(store, process_name());
+    }
+    let evidence = Arc::new(evidence);
     let mut hooks: Vec<Arc<dyn WatchHook>> = vec![evidence.clone()];
     let webhook = webhook.map(WebhookSink::spawn).transpose()?;
     if let Some(sink) = &webhook {
@@ -63,6 +70,14 @@ fn start_watch(options: MonitorOptions, webhook: Option<WebhookOptions>) -> Resu
         evidence,
         webhook,
     })
+}
+
+/// This program's name (its executable's file name), naming its snapshots.
+fn process_name() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "self".into())
 }
 
 impl Default for AgentBuilder {
@@ -89,6 +104,7 @@ impl AgentBuilder {
             heap_sample_interval: None,
             watch: Some(MonitorOptions::default()),
             webhook: None,
+            store: None,
         }
     }
 
@@ -189,6 +205,24 @@ impl AgentBuilder {
         self
     }
 
+    /// Keeps the watch loop's captures (the healthy baseline, refreshed
+    /// every minute, and every breach) as heap snapshots in `store`, so the
+    /// service has its own history across restarts; the sidecar's API and
+    /// `go tool pprof` read the same files. Without it, only the last two
+    /// captures are kept, in memory.
+    ///
+    /// ```no_run
+    /// # fn f() -> leakscope_agent::Result<()> {
+    /// use leakscope_agent::store::{Store, StoreOptions};
+    /// let store = Store::open("/var/lib/my-service/leakscope", StoreOptions::default())?;
+    /// let routes = leakscope_agent::AgentBuilder::new().store(store).router();
+    /// # let _ = routes; Ok(()) }
+    /// ```
+    pub fn store(mut self, store: Store) -> Self {
+        self.store = Some(store);
+        self
+    }
+
     /// No watch loop: no background sampling, thresholds or captures.
     pub fn without_watch(mut self) -> Self {
         self.watch = None;
@@ -205,7 +239,7 @@ impl AgentBuilder {
         let watch = match self
             .watch
             .clone()
-            .map(|w| start_watch(w, webhook))
+            .map(|w| start_watch(w, webhook, self.store.clone()))
             .transpose()
         {
             Ok(w) => w,

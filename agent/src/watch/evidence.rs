@@ -4,8 +4,8 @@
 //! one taken when a rule goes up (the breach). Serving both as heap profiles
 //! lets `go tool pprof -diff_base baseline breach` name what grew.
 //!
-//! Captures are kept in memory, the last of each kind; persisting them is
-//! the store's job (sidecar issue), behind this same type.
+//! Captures are kept in memory, the last of each kind, and, with
+//! [`Evidence::with_store`], written to a snapshot store as well.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -41,6 +41,8 @@ pub struct Evidence {
     target: Target,
     baseline_every: Duration,
     state: Mutex<State>,
+    /// Hands captures to the thread that writes them to the store.
+    persist: Option<std::sync::mpsc::SyncSender<Arc<Capture>>>,
 }
 
 impl std::fmt::Debug for Evidence {
@@ -61,6 +63,40 @@ impl Evidence {
             target,
             baseline_every,
             state: Mutex::new(State::default()),
+            persist: None,
+        }
+    }
+
+    /// Also writes every capture to `store` as a heap snapshot of target
+    /// `name` (trigger `schedule` for baselines, `breach` with a `rule`
+    /// label for breaches), on a thread of its own: symbolizing takes tens
+    /// of milliseconds. At most [`Self::PERSIST_QUEUE`] captures wait; more
+    /// are dropped with a warning rather than held in memory.
+    #[must_use]
+    pub fn with_store(mut self, store: crate::store::Store, name: String) -> Evidence {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Capture>>(Self::PERSIST_QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("leakscope-persist".into())
+            .spawn(move || {
+                for capture in rx {
+                    write_capture(&store, &name, &capture);
+                }
+            });
+        match spawned {
+            Ok(_) => self.persist = Some(tx),
+            Err(e) => tracing::warn!(error = %e, "leakscope: captures will not be stored"),
+        }
+        self
+    }
+
+    /// Captures waiting to be written, at most.
+    pub const PERSIST_QUEUE: usize = 4;
+
+    fn persist(&self, capture: &Arc<Capture>) {
+        if let Some(tx) = &self.persist
+            && tx.try_send(Arc::clone(capture)).is_err()
+        {
+            tracing::warn!("leakscope: the capture store is behind; a capture was not stored");
         }
     }
 
@@ -111,9 +147,10 @@ impl WatchHook for Evidence {
                 .last_baseline
                 .is_none_or(|t| t.elapsed() >= self.baseline_every);
         if due {
-            let c = self.capture("baseline".into(), sample);
+            let c = Arc::new(self.capture("baseline".into(), sample));
+            self.persist(&c);
             let mut st = self.lock();
-            st.baseline = Some(Arc::new(c));
+            st.baseline = Some(c);
             st.last_baseline = Some(Instant::now());
             st.captures_total += 1;
         }
@@ -121,11 +158,53 @@ impl WatchHook for Evidence {
 
     fn on_transition(&self, t: &Transition, sample: &ResourceSample) {
         if t.to > t.from {
-            let c = self.capture(t.rule.clone(), sample);
+            let c = Arc::new(self.capture(t.rule.clone(), sample));
             tracing::info!(rule = %t.rule, "leakscope: captured evidence for the breach");
+            self.persist(&c);
             let mut st = self.lock();
-            st.breach = Some(Arc::new(c));
+            st.breach = Some(c);
             st.captures_total += 1;
         }
     }
+}
+
+/// Symbolizes, encodes and stores one capture (heap profiling on).
+fn write_capture(store: &crate::store::Store, name: &str, capture: &Capture) {
+    #[cfg(feature = "heap")]
+    {
+        let Some(counts) = &capture.heap else {
+            return;
+        };
+        let bytes = crate::collect::heap::build(
+            counts,
+            crate::collect::heap::HeapView::Heap,
+            None,
+            crate::symbolize::Symbolizer::global(),
+        )
+        .encode_gzip();
+        let baseline = capture.trigger == "baseline";
+        let mut labels = std::collections::BTreeMap::new();
+        if !baseline {
+            labels.insert("rule".to_owned(), capture.trigger.clone());
+        }
+        let put = store.put(crate::store::NewSnapshot {
+            target: name,
+            pid: Some(capture.sample.pid),
+            kind: "heap",
+            trigger: if baseline {
+                crate::store::Trigger::Schedule
+            } else {
+                crate::store::Trigger::Breach
+            },
+            labels,
+            sample: Some(capture.sample.clone()),
+            time: Some(capture.at),
+            data: &bytes,
+        });
+        if let Err(e) = put {
+            tracing::warn!(error = %e, "leakscope: could not store the capture");
+        }
+    }
+    #[cfg(not(feature = "heap"))]
+    let _ = (store, name, capture);
 }
