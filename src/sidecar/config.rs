@@ -254,6 +254,20 @@ above = { warning = 10 }
     }
 
     #[test]
+    fn the_shipped_example_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+        let c = load(&dir.join("sidecar.toml")).unwrap();
+        let names: Vec<&str> = c.targets.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["api", "gateway", "worker"]);
+        assert_eq!(c.targets[1].cpu_every, Some(Duration::from_secs(600)));
+        // The shared rules: the built-in ones plus threads_high.
+        assert_eq!(c.targets[0].rules.len(), default_rules().len() + 1);
+        // The worker's own rules file.
+        assert!(c.targets[2].rules.iter().any(|r| r.name == "threads_high"));
+        assert_eq!(c.sidecar.data_dir, Some(dir.join("leakscope-data")));
+    }
+
+    #[test]
     fn errors_name_the_file_and_the_target() {
         for (text, want) in [
             (
