@@ -340,3 +340,122 @@ async fn retention_keeps_the_newest_snapshots() {
         .count();
     assert!(on_disk <= 4, "{on_disk} data files for a limit of 3");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_takes_lists_serves_and_deletes_snapshots() {
+    let dir = scratch("sidecar-api");
+    let body = profile_bytes(30, 5);
+    let server = endpoint(Arc::new(AtomicU8::new(OK)), body.clone()).await;
+    let url = format!("http://{server}/debug/pprof/");
+    let data = dir.join("data");
+    let me = std::process::id().to_string();
+    let (_sidecar, addr) = start_sidecar(&[
+        "--pid",
+        &me,
+        "--target-name",
+        "svc",
+        "--pprof-url",
+        &url,
+        "--heap-every",
+        "0",
+        "--counts-every",
+        "0",
+        "--interval",
+        "100ms",
+        "--data-dir",
+        data.to_str().expect("utf-8"),
+    ]);
+    wait_until(addr, "/api/targets/svc", "running", LIMIT, |v| {
+        v["status"] == "running"
+    })
+    .await;
+    let t = Duration::from_secs(10);
+
+    // Take one now: 201 with its metadata, trigger manual.
+    let r = client::post(addr, "/api/targets/svc/snapshot?kind=heap", b"", t)
+        .await
+        .expect("post");
+    assert_eq!(r.status, 201, "{}", r.text());
+    let meta: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+    assert_eq!(meta["trigger"], "manual");
+    assert_eq!(meta["kind"], "heap");
+    assert_eq!(meta["bytes"], body.len());
+    let id = meta["id"].as_str().expect("id").to_owned();
+
+    // Bad requests say what is wrong.
+    for (path, status, want) in [
+        (
+            "/api/targets/svc/snapshot?kind=bogus",
+            400,
+            "unknown profile kind",
+        ),
+        (
+            "/api/targets/svc/snapshot?kind=cpu&seconds=0",
+            400,
+            "seconds must be",
+        ),
+        ("/api/targets/nope/snapshot", 404, "no target called"),
+        // The test endpoint serves no CPU profile: the pull fails, bounded.
+        (
+            "/api/targets/svc/snapshot?kind=cpu&seconds=1",
+            502,
+            "HTTP 404",
+        ),
+    ] {
+        let r = client::post(addr, path, b"", Duration::from_secs(30))
+            .await
+            .expect("post");
+        assert_eq!(r.status, status, "{path}: {}", r.text());
+        assert!(r.text().contains(want), "{path}: {}", r.text());
+    }
+
+    // Listed, served byte for byte, then deleted.
+    let list = api(addr, "/api/snapshots?target=svc").await;
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list:#}");
+    let one = api(addr, &format!("/api/snapshots/{id}")).await;
+    assert_eq!(one["id"], id.as_str());
+    let r = client::get(addr, &format!("/api/snapshots/{id}/profile"), t)
+        .await
+        .expect("get");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, body);
+    let r = client::get(addr, "/api/targets/svc/delta", t)
+        .await
+        .expect("get");
+    assert_eq!(
+        r.status,
+        404,
+        "one heap snapshot is not enough for a delta: {}",
+        r.text()
+    );
+    let r = raw_delete(addr, &format!("/api/snapshots/{id}")).await;
+    assert!(r.starts_with("HTTP/1.1 204"), "{r}");
+    let r = raw_delete(addr, &format!("/api/snapshots/{id}")).await;
+    assert!(r.starts_with("HTTP/1.1 404"), "{r}");
+    let r = client::get(addr, &format!("/api/snapshots/{id}/profile"), t)
+        .await
+        .expect("get");
+    assert_eq!(r.status, 404);
+
+    // The time series.
+    let s = api(addr, "/api/targets/svc/series?metric=threads").await;
+    assert!(
+        s["threads"].as_array().is_some_and(|p| !p.is_empty()),
+        "{s:#}"
+    );
+    let r = client::get(addr, "/api/targets/svc/series?metric=nope", t)
+        .await
+        .expect("get");
+    assert_eq!(r.status, 400, "{}", r.text());
+}
+
+/// DELETE with a bare request (the client speaks GET and POST).
+async fn raw_delete(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("DELETE {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    out
+}
