@@ -61,7 +61,9 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let app = leakscope::leaky::router().merge(agent.router());
+    // The web viewer at /debug/pprof/ui/ (feature `viewer`, on by default).
+    use leakscope::ui::AgentBuilderExt;
+    let app = leakscope::leaky::router().merge(agent.with_ui().router());
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -71,7 +73,9 @@ async fn main() {
     };
     let local = listener.local_addr().unwrap_or(addr);
     // The line tests and scripts wait for.
-    println!("leaky_service listening on http://{local}/ (pprof at /debug/pprof/)");
+    println!(
+        "leaky_service listening on http://{local}/ (pprof at /debug/pprof/, viewer at /debug/pprof/ui/)"
+    );
     if let Err(e) = axum::serve(listener, app).await {
         eprintln!("leaky_service: server error: {e}");
         std::process::exit(1);

@@ -11,6 +11,8 @@
 //!   ranking what grew between two snapshots;
 //! - [`sidecar`]: the engine of `leakscope watch`, which watches other
 //!   processes through /proc and pulls their pprof profiles into a store;
+//! - [`ui`]: the web viewer wired to the agent (`/debug/pprof/ui/`) and to
+//!   the sidecar (`/ui/`);
 //! - [`leaky`]: a service that leaks on purpose, used by `leakscope demo`,
 //!   the examples and the tests;
 //!
@@ -19,6 +21,8 @@
 
 pub mod leaky;
 pub mod sidecar;
+#[cfg(feature = "viewer")]
+pub mod ui;
 
 pub use leakscope_agent::client;
 

@@ -35,6 +35,8 @@ fn main() {
         match args.command {
             cli::Command::Demo(a) => cli::demo::run(a).await,
             cli::Command::Watch(a) => cli::watch::run(*a).await,
+            cli::Command::Diff(a) => cli::diff::run(a),
+            cli::Command::View(a) => cli::view::run(a).await,
         }
     });
     if let Err(e) = result {

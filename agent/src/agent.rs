@@ -38,6 +38,29 @@ pub struct AgentBuilder {
     watch: Option<MonitorOptions>,
     webhook: Option<WebhookOptions>,
     store: Option<Store>,
+    extra_routes: Vec<RoutesHook>,
+}
+
+/// What a running agent is made of, for [`AgentBuilder::extra_routes`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AgentParts {
+    /// The watch loop, unless it is off.
+    pub monitor: Option<Arc<Monitor>>,
+    /// Its baseline and breach captures.
+    pub evidence: Option<Arc<Evidence>>,
+    /// The snapshot store, if one was given.
+    pub store: Option<Store>,
+}
+
+/// A function that builds extra routes.
+#[derive(Clone)]
+struct RoutesHook(Arc<dyn Fn(&AgentParts) -> Router + Send + Sync>);
+
+impl std::fmt::Debug for RoutesHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RoutesHook")
+    }
 }
 
 /// Starts the watch loop on this process, with tokio's alive-task count
@@ -105,6 +128,7 @@ impl AgentBuilder {
             watch: Some(MonitorOptions::default()),
             webhook: None,
             store: None,
+            extra_routes: Vec::new(),
         }
     }
 
@@ -248,11 +272,31 @@ impl AgentBuilder {
                 None
             }
         };
-        http::router(RouteConfig {
+        let parts = AgentParts {
+            monitor: watch.as_ref().map(|w| w.monitor.clone()),
+            evidence: watch.as_ref().map(|w| w.evidence.clone()),
+            store: self.store.clone(),
+        };
+        let mut router = http::router(RouteConfig {
             cpu_hz: self.cpu_hz,
             max_profile_duration: self.max_profile_duration,
             watch,
-        })
+        });
+        for hook in &self.extra_routes {
+            router = router.merge((hook.0)(&parts));
+        }
+        router
+    }
+
+    /// Adds routes built from the agent's running parts (its watch loop,
+    /// captures and store), merged beside its own: how the `leakscope`
+    /// crate mounts the web viewer at `/debug/pprof/ui/`.
+    pub fn extra_routes(
+        mut self,
+        build: impl Fn(&AgentParts) -> Router + Send + Sync + 'static,
+    ) -> Self {
+        self.extra_routes.push(RoutesHook(Arc::new(build)));
+        self
     }
 
     /// Binds [`AgentBuilder::addr`] and serves the routes on a task of the

@@ -65,7 +65,7 @@ pub mod symbolize;
 pub mod watch;
 
 #[cfg(feature = "server")]
-pub use agent::{Agent, AgentBuilder};
+pub use agent::{Agent, AgentBuilder, AgentParts};
 pub use error::{Error, Result};
 
 /// Makes jemalloc the global allocator with heap profiling on, the one step

@@ -38,8 +38,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // A finer sample interval than jemalloc's 512 KiB default, so a short
     // demo gets plenty of samples. It resets the heap profile, which is fine
     // before the service starts.
+    use leakscope::ui::AgentBuilderExt;
     let agent = leakscope::AgentBuilder::new()
         .heap_sample_interval(64 * 1024)?
+        .with_ui()
         .router();
     let app = leakscope::leaky::router().merge(agent);
     let listener = tokio::net::TcpListener::bind(args.addr)
@@ -47,7 +49,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.addr))?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    println!("  service     http://{addr}/   (pprof at http://{addr}/debug/pprof/)");
+    println!(
+        "  service     http://{addr}/   (pprof at http://{addr}/debug/pprof/, viewer at http://{addr}/debug/pprof/ui/)"
+    );
 
     let (threads0, fds0) = counts()?;
     let started = Instant::now();

@@ -1,6 +1,8 @@
 //! The `leakscope` command line: subcommands and their wiring.
 
 pub mod demo;
+pub mod diff;
+pub mod view;
 pub mod watch;
 
 use clap::{Parser, Subcommand};
@@ -21,4 +23,9 @@ pub enum Command {
     /// Watch processes through /proc and pull their pprof profiles into a
     /// snapshot store (the sidecar).
     Watch(Box<watch::WatchArgs>),
+    /// Rank what grew between two saved profiles; -o writes the
+    /// differential flamegraph.
+    Diff(diff::DiffArgs),
+    /// Serve the web viewer over saved profiles.
+    View(view::ViewArgs),
 }

@@ -14,6 +14,7 @@
 //! | `DELETE /api/snapshots/{id}` | delete it (204) |
 //! | `GET /metrics` | every target's counters in Prometheus format, with a `target` label |
 //! | `GET /healthz` | `ok` (no token needed) |
+//! | `GET /ui/` | the web viewer (`leakscope_viewer::web`) |
 //!
 //! With a token set, every route but `/healthz` wants
 //! `Authorization: Bearer TOKEN` and answers 401 otherwise. Errors are
@@ -61,7 +62,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 /// Refuses requests without the bearer token, when one is set.
-async fn auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+pub(crate) async fn auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     if let Some(token) = &shared.token {
         let given = req
             .headers()

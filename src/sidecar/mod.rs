@@ -20,6 +20,8 @@ pub mod api;
 pub mod config;
 pub mod locate;
 mod pull;
+#[cfg(feature = "viewer")]
+pub mod ui;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -465,6 +467,19 @@ impl Sidecar {
             source,
         })?;
         let app = api::router(shared.clone());
+        #[cfg(feature = "viewer")]
+        let app = {
+            let ui =
+                leakscope_viewer::web::router(Arc::new(ui::SidecarSource(shared.clone())), "/ui")
+                    .layer(axum::middleware::from_fn_with_state(
+                        shared.clone(),
+                        api::auth,
+                    ));
+            app.nest("/ui", ui).route(
+                "/",
+                axum::routing::get(|| async { axum::response::Redirect::to("/ui/") }),
+            )
+        };
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "the sidecar's API server stopped");

@@ -20,7 +20,10 @@ pub fn service() -> SocketAddr {
     static ADDR: OnceLock<SocketAddr> = OnceLock::new();
     *ADDR.get_or_init(|| {
         start_service(|| {
-            leakscope::AgentBuilder::new().max_profile_duration(Duration::from_secs(20))
+            use leakscope::ui::AgentBuilderExt;
+            leakscope::AgentBuilder::new()
+                .max_profile_duration(Duration::from_secs(20))
+                .with_ui()
         })
     })
 }
@@ -141,4 +144,5 @@ pub fn top_first_row(top: &str) -> &str {
         .nth(1)
         .unwrap_or_else(|| panic!("no rows in -top output:\n{top}"))
 }
+pub mod browser;
 pub mod sidecar;

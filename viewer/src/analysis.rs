@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use leakscope_agent::profile::Profile;
+use leakscope_agent::profile::{Function, Line, Location, Profile, Sample};
 
 /// Options of [`rank_growth`].
 #[derive(Debug, Clone)]
@@ -64,13 +64,27 @@ impl Growth {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AnalysisError {
-    /// The sample type is not in one of the profiles.
-    #[error("sample type `{0}` is not in both profiles")]
+    /// The sample type is not in the profile (or not in both profiles).
+    #[error(
+        "sample type `{0}` is not in the profile (or not in both profiles compared): \
+         pick one of the types the profile lists"
+    )]
     MissingSampleType(String),
+    /// Two folded profiles of different sample types (or units) were
+    /// compared; the fields name the base's and the new profile's.
+    #[error("cannot compare {base} with {new}: the profiles must have the same sample type")]
+    SampleTypeMismatch {
+        /// Sample type of the base (with its unit when only units differ).
+        base: String,
+        /// Sample type of the new profile (with its unit when only units
+        /// differ).
+        new: String,
+    },
 }
 
-/// Index of the sample type to read in `p`.
-fn sample_index(p: &Profile, wanted: Option<&str>) -> Option<usize> {
+/// Index of the sample type to read in `p`: `wanted`, else the profile's
+/// default, else its last sample type (as pprof does).
+pub(crate) fn sample_index(p: &Profile, wanted: Option<&str>) -> Option<usize> {
     let names = p.sample_type_names();
     let name = match wanted {
         Some(w) => w,
@@ -80,40 +94,81 @@ fn sample_index(p: &Profile, wanted: Option<&str>) -> Option<usize> {
     names.iter().position(|(t, _)| *t == name)
 }
 
-type Site = (String, String, i64);
+/// One resolved frame, borrowed from its profile: function name, file, line.
+pub(crate) type RawFrame<'p> = (&'p str, &'p str, i64);
 
-/// Sum of the chosen value per leaf site.
-fn flat_by_site(p: &Profile, index: usize, skip_std: bool) -> HashMap<Site, i64> {
-    let locations: HashMap<u64, &leakscope_agent::profile::Location> =
-        p.location.iter().map(|l| (l.id, l)).collect();
-    let functions: HashMap<u64, &leakscope_agent::profile::Function> =
-        p.function.iter().map(|f| (f.id, f)).collect();
+/// A profile's locations and functions by id, to turn samples into frames;
+/// shared by the flat views here, [`fold`](crate::fold) and
+/// [`suspects`](crate::suspects).
+pub(crate) struct Resolver<'p> {
+    p: &'p Profile,
+    locations: HashMap<u64, &'p Location>,
+    functions: HashMap<u64, &'p Function>,
+}
+
+impl<'p> Resolver<'p> {
+    /// Indexes `p`.
+    pub(crate) fn new(p: &'p Profile) -> Self {
+        Resolver {
+            p,
+            locations: p.location.iter().map(|l| (l.id, l)).collect(),
+            functions: p.function.iter().map(|f| (f.id, f)).collect(),
+        }
+    }
+
+    /// The location `id`, `None` when the profile has none of that id.
+    pub(crate) fn location(&self, id: u64) -> Option<&'p Location> {
+        self.locations.get(&id).copied()
+    }
+
+    /// The frame of one line of a location, `None` when its function is
+    /// not in the profile.
+    pub(crate) fn frame(&self, line: &Line) -> Option<RawFrame<'p>> {
+        let f = self.functions.get(&line.function_id)?;
+        Some((self.p.string(f.name), self.p.string(f.filename), line.line))
+    }
+
+    /// The symbolized frames of `s` from the leaf up, innermost inlined
+    /// frame first; unsymbolized locations give none.
+    fn leaf_first<'s>(&'s self, s: &'s Sample) -> impl Iterator<Item = RawFrame<'p>> + Clone + 's {
+        s.location_id
+            .iter()
+            .filter_map(|id| self.location(*id))
+            .flat_map(|loc| loc.line.iter())
+            .filter_map(|line| self.frame(line))
+    }
+}
+
+/// A site: function, file ("" when unknown) and line (0 when unknown).
+pub(crate) type Site = (String, String, i64);
+
+/// The site `frames` (from the leaf up) are charged to: the leaf, or with
+/// `skip_std` the first frame not in a `/rustc/` file (the leaf when all
+/// are); `<unknown>` without frames.
+fn site_of<'p>(mut frames: impl Iterator<Item = RawFrame<'p>> + Clone, skip_std: bool) -> Site {
+    let leaf = frames.clone().next();
+    let chosen = if skip_std {
+        frames
+            .find(|(_, file, _)| !file.starts_with("/rustc/"))
+            .or(leaf)
+    } else {
+        leaf
+    };
+    chosen.map_or_else(
+        || ("<unknown>".to_owned(), String::new(), 0),
+        |(name, file, line)| (name.to_owned(), file.to_owned(), line),
+    )
+}
+
+/// Sum of the value at `index` per site (see [`site_of`]).
+pub(crate) fn flat_by_site(p: &Profile, index: usize, skip_std: bool) -> HashMap<Site, i64> {
+    let resolver = Resolver::new(p);
     let mut out: HashMap<Site, i64> = HashMap::new();
     for s in &p.sample {
         let value = s.value.get(index).copied().unwrap_or(0);
-        // Frames from the leaf up, innermost inlined frame first.
-        let mut frames = s
-            .location_id
-            .iter()
-            .filter_map(|id| locations.get(id))
-            .flat_map(|loc| loc.line.iter())
-            .filter_map(|line| {
-                let f = functions.get(&line.function_id)?;
-                Some((p.string(f.name), p.string(f.filename), line.line))
-            });
-        let leaf = frames.clone().next();
-        let chosen = if skip_std {
-            frames
-                .find(|(_, file, _)| !file.starts_with("/rustc/"))
-                .or(leaf)
-        } else {
-            leaf
-        };
-        let site = chosen.map_or_else(
-            || ("<unknown>".to_owned(), String::new(), 0),
-            |(name, file, line)| (name.to_owned(), file.to_owned(), line),
-        );
-        *out.entry(site).or_default() += value;
+        let site = site_of(resolver.leaf_first(s), skip_std);
+        let sum = out.entry(site).or_default();
+        *sum = sum.saturating_add(value);
     }
     out
 }
@@ -160,48 +215,12 @@ pub fn rank_growth(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use leakscope_agent::profile::{Function, Line, Location, Sample, ValueType};
+pub(crate) mod test_profiles;
 
-    /// A profile with one sample per (function, line, value).
-    fn profile(samples: &[(&str, i64, i64)]) -> Profile {
-        let mut p = Profile {
-            string_table: vec![
-                "".into(),
-                "inuse_space".into(),
-                "bytes".into(),
-                "src/a.rs".into(),
-            ],
-            sample_type: vec![ValueType { r#type: 1, unit: 2 }],
-            ..Profile::default()
-        };
-        for (i, (name, line, value)) in samples.iter().enumerate() {
-            let id = i as u64 + 1;
-            p.string_table.push((*name).to_owned());
-            p.function.push(Function {
-                id,
-                name: p.string_table.len() as i64 - 1,
-                filename: 3,
-                ..Function::default()
-            });
-            p.location.push(Location {
-                id,
-                line: vec![Line {
-                    function_id: id,
-                    line: *line,
-                    column: 0,
-                }],
-                ..Location::default()
-            });
-            p.sample.push(Sample {
-                location_id: vec![id],
-                value: vec![*value],
-                label: vec![],
-            });
-        }
-        p
-    }
+#[cfg(test)]
+mod tests {
+    use super::test_profiles::{FILE, ProfileBuilder, flat_profile as profile};
+    use super::*;
 
     #[test]
     fn ranks_growth_and_keeps_vanished_sites() {
@@ -222,23 +241,17 @@ mod tests {
 
     #[test]
     fn std_frames_are_skipped_when_naming_a_site() {
-        let mut p = profile(&[("alloc::vec::from_elem", 9, 100)]);
-        // Put the std frame in a /rustc/ file, inlined into `my::leak`.
-        p.string_table
-            .push("/rustc/abc/library/alloc/src/vec/mod.rs".into());
-        p.function[0].filename = p.string_table.len() as i64 - 1;
-        p.string_table.push("my::leak".into());
-        p.function.push(Function {
-            id: 2,
-            name: p.string_table.len() as i64 - 1,
-            filename: 3,
-            ..Function::default()
-        });
-        p.location[0].line.push(Line {
-            function_id: 2,
-            line: 42,
-            column: 0,
-        });
+        // A std frame in a /rustc/ file, inlined into `my::leak`.
+        let mut b = ProfileBuilder::inuse();
+        let std_file = "/rustc/abc/library/alloc/src/vec/mod.rs";
+        let loc = b.location(
+            0x1000,
+            &[
+                ("alloc::vec::from_elem", std_file, 9),
+                ("my::leak", FILE, 42),
+            ],
+        );
+        let p = b.sample(&[loc], &[100]).build();
         let empty = profile(&[]);
         let ranked = rank_growth(&empty, &p, &DiffOptions::default()).expect("rank");
         assert_eq!(
@@ -251,6 +264,17 @@ mod tests {
         };
         let ranked = rank_growth(&empty, &p, &raw).expect("rank");
         assert_eq!(ranked[0].function, "alloc::vec::from_elem");
+    }
+
+    #[test]
+    fn a_stack_entirely_in_std_is_charged_to_its_leaf() {
+        let mut b = ProfileBuilder::inuse();
+        let loc = b.location(0x1000, &[("alloc::alloc", "/rustc/abc/alloc.rs", 7)]);
+        let p = b.sample(&[loc], &[64]).build();
+        let sites = flat_by_site(&p, 0, true);
+        let expected: HashMap<Site, i64> =
+            [(("alloc::alloc".into(), "/rustc/abc/alloc.rs".into(), 7), 64)].into();
+        assert_eq!(sites, expected);
     }
 
     #[test]

@@ -207,6 +207,7 @@ struct Shared {
 
 /// A running watch loop; dropping it stops the loop.
 pub struct Monitor {
+    rules: Vec<Rule>,
     shared: Arc<Mutex<Shared>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -233,6 +234,7 @@ impl Monitor {
         hooks: Vec<Arc<dyn WatchHook>>,
     ) -> Result<Monitor> {
         let target = target.into();
+        let rules = options.rules.clone();
         let shared = Arc::new(Mutex::new(Shared::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -247,10 +249,16 @@ impl Monitor {
                 })?
         };
         Ok(Monitor {
+            rules,
             shared,
             stop,
             thread: Some(thread),
         })
+    }
+
+    /// The rules it evaluates.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
     }
 
     /// A copy of what the loop knows now.

@@ -1,0 +1,324 @@
+//! The web pages, over any [`Source`] of targets and snapshots: the
+//! sidecar's store and watch loops (`/ui/`), saved files
+//! (`leakscope view`), or the in-process agent (`/debug/pprof/ui/`).
+//!
+//! | page | shows |
+//! |---|---|
+//! | `{prefix}/` | targets with sparklines and state; snapshots |
+//! | `{prefix}/target/NAME` | leak suspects first, then timelines with thresholds, alerts and snapshots; pick two to diff |
+//! | `{prefix}/profile/ID?type=T` | flamegraph (zoom, search, tooltips), sample types, top table |
+//! | `{prefix}/diff?base=ID&new=ID&type=T&normalize=1` | what grew, ranked; differential flamegraphs of both sides |
+//!
+//! Everything is rendered on the server and embedded: no network needed.
+//! Loading, folding and drawing run on the blocking pool, two at a time,
+//! so big profiles never stall the async workers.
+
+mod files;
+mod pages;
+
+pub use files::{Files, collect_paths};
+pub use pages::diff_report;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use leakscope_agent::profile::Profile;
+
+pub use crate::render::html::{Marker, Threshold};
+
+/// One metric's history on a target.
+#[derive(Debug, Clone, Default)]
+pub struct MetricView {
+    /// Metric name (`threads`, `open_fds`, `rss_bytes`, ...).
+    pub name: String,
+    /// `(unix seconds, value)`, oldest first.
+    pub points: Vec<(f64, f64)>,
+    /// Threshold lines.
+    pub thresholds: Vec<Threshold>,
+    /// `"bytes"` for sizes, `""` for counts.
+    pub unit: String,
+}
+
+/// A rule's state change.
+#[derive(Debug, Clone)]
+pub struct AlertView {
+    /// When (Unix seconds).
+    pub at: f64,
+    /// Rule name.
+    pub rule: String,
+    /// New level.
+    pub to: String,
+    /// The sentence.
+    pub message: String,
+}
+
+/// A watched target as the pages show it.
+#[derive(Debug, Clone, Default)]
+pub struct TargetView {
+    /// Its name.
+    pub name: String,
+    /// `running`, `gone`, ...
+    pub status: String,
+    /// Worst rule level: `ok`, `warning`, `critical`.
+    pub level: String,
+    /// Its pid.
+    pub pid: Option<u32>,
+    /// Why only counts are read, if so.
+    pub limited: Option<String>,
+    /// Metric histories.
+    pub metrics: Vec<MetricView>,
+    /// Recent alerts, oldest first.
+    pub alerts: Vec<AlertView>,
+    /// The last breakdown, as `(group, name, count)`: fds by kind, TCP
+    /// sockets by state, threads by name.
+    pub breakdown: Vec<(String, String, u64)>,
+}
+
+/// A stored profile as the pages list it.
+#[derive(Debug, Clone)]
+pub struct SnapshotView {
+    /// Id, used in URLs.
+    pub id: String,
+    /// Target name.
+    pub target: String,
+    /// `heap`, `cpu`, ...
+    pub kind: String,
+    /// Unix seconds.
+    pub time: f64,
+    /// `schedule`, `breach`, `manual`, `file`, ...
+    pub trigger: String,
+    /// Size in bytes.
+    pub bytes: u64,
+}
+
+/// What the pages read. Methods may block (file I/O, decoding): they are
+/// called on the blocking pool.
+pub trait Source: Send + Sync + 'static {
+    /// Shown on the front page.
+    fn title(&self) -> String;
+    /// Watched targets, in display order (none for saved files).
+    fn targets(&self) -> Vec<TargetView>;
+    /// Snapshots, oldest first, of one target or all.
+    fn snapshots(&self, target: Option<&str>) -> Vec<SnapshotView>;
+    /// One profile, decoded; the error names the snapshot or file and says
+    /// what is wrong with it.
+    fn load(&self, id: &str) -> Result<Profile, String>;
+    /// Problems to show on the front page (files that could not be read).
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Routes of the pages, to nest under `prefix` (`"/ui"`): links are built
+/// with it.
+pub fn router(source: Arc<dyn Source>, prefix: &str) -> Router {
+    let state = Web {
+        source,
+        prefix: prefix.trim_end_matches('/').to_owned(),
+        heavy: Arc::new(tokio::sync::Semaphore::new(2)),
+    };
+    Router::new()
+        .route("/", get(index))
+        .route("/target/{name}", get(target))
+        .route("/profile/{id}", get(profile))
+        .route("/profile/{id}/flame.svg", get(profile_svg))
+        .route("/diff", get(diff))
+        .route("/diff/flame.svg", get(diff_svg))
+        .with_state(state)
+}
+
+#[derive(Clone)]
+struct Web {
+    source: Arc<dyn Source>,
+    prefix: String,
+    heavy: Arc<tokio::sync::Semaphore>,
+}
+
+/// An answer: a status and HTML or SVG.
+struct Answer {
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            [
+                (header::CONTENT_TYPE, self.content_type),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            self.body,
+        )
+            .into_response()
+    }
+}
+
+fn html(status: StatusCode, body: String) -> Answer {
+    Answer {
+        status,
+        content_type: "text/html; charset=utf-8",
+        body,
+    }
+}
+
+fn svg(body: String) -> Answer {
+    Answer {
+        status: StatusCode::OK,
+        content_type: "image/svg+xml",
+        body,
+    }
+}
+
+impl Web {
+    /// Runs `f` on the blocking pool, two at a time.
+    async fn heavy<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Source) -> T + Send + 'static,
+    ) -> Option<T> {
+        let _permit = self.heavy.acquire().await.ok()?;
+        let source = self.source.clone();
+        tokio::task::spawn_blocking(move || f(source.as_ref()))
+            .await
+            .ok()
+    }
+
+    fn error_page(&self, status: StatusCode, title: &str, message: &str) -> Answer {
+        html(status, pages::error(&self.prefix, title, message))
+    }
+}
+
+type Params = Query<HashMap<String, String>>;
+
+async fn index(State(w): State<Web>) -> Answer {
+    let prefix = w.prefix.clone();
+    match w.heavy(move |s| pages::index(&prefix, s)).await {
+        Some(page) => html(StatusCode::OK, page),
+        None => w.error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Busy",
+            "the server is shutting down",
+        ),
+    }
+}
+
+async fn target(State(w): State<Web>, Path(name): Path<String>) -> Answer {
+    let prefix = w.prefix.clone();
+    match w.heavy(move |s| pages::target(&prefix, s, &name)).await {
+        Some(Ok(page)) => html(StatusCode::OK, page),
+        Some(Err((status, title, message))) => w.error_page(status, &title, &message),
+        None => w.error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Busy",
+            "the server is shutting down",
+        ),
+    }
+}
+
+async fn profile(State(w): State<Web>, Path(id): Path<String>, Query(q): Params) -> Answer {
+    let prefix = w.prefix.clone();
+    let kind = q.get("type").cloned();
+    match w
+        .heavy(move |s| pages::profile(&prefix, s, &id, kind.as_deref()))
+        .await
+    {
+        Some(Ok(page)) => html(StatusCode::OK, page),
+        Some(Err((status, title, message))) => w.error_page(status, &title, &message),
+        None => w.error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Busy",
+            "the server is shutting down",
+        ),
+    }
+}
+
+async fn profile_svg(State(w): State<Web>, Path(id): Path<String>, Query(q): Params) -> Answer {
+    let kind = q.get("type").cloned();
+    match w
+        .heavy(move |s| pages::profile_svg(s, &id, kind.as_deref()))
+        .await
+    {
+        Some(Ok(body)) => svg(body),
+        Some(Err((status, _, message))) => Answer {
+            status,
+            content_type: "image/svg+xml",
+            body: pages::error_svg(&message),
+        },
+        None => html(StatusCode::SERVICE_UNAVAILABLE, String::new()),
+    }
+}
+
+/// `base`, `new`, `type`, `normalize` of a diff request.
+#[derive(Debug, Clone)]
+struct DiffQuery {
+    base: String,
+    new: String,
+    kind: Option<String>,
+    normalize: bool,
+}
+
+fn diff_query(q: &HashMap<String, String>) -> Result<DiffQuery, String> {
+    let get = |k: &str| q.get(k).filter(|v| !v.is_empty()).cloned();
+    match (get("base"), get("new")) {
+        (Some(base), Some(new)) => Ok(DiffQuery {
+            base,
+            new,
+            kind: get("type"),
+            normalize: matches!(
+                q.get("normalize").map(String::as_str),
+                Some("1" | "true" | "on")
+            ),
+        }),
+        _ => Err("choose two snapshots: ?base=ID&new=ID".into()),
+    }
+}
+
+async fn diff(State(w): State<Web>, Query(q): Params) -> Answer {
+    let dq = match diff_query(&q) {
+        Ok(d) => d,
+        Err(m) => return w.error_page(StatusCode::BAD_REQUEST, "Diff", &m),
+    };
+    let prefix = w.prefix.clone();
+    match w.heavy(move |s| pages::diff(&prefix, s, &dq)).await {
+        Some(Ok(page)) => html(StatusCode::OK, page),
+        Some(Err((status, title, message))) => w.error_page(status, &title, &message),
+        None => w.error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Busy",
+            "the server is shutting down",
+        ),
+    }
+}
+
+async fn diff_svg(State(w): State<Web>, Query(q): Params) -> Answer {
+    let dq = match diff_query(&q) {
+        Ok(d) => d,
+        Err(m) => {
+            return Answer {
+                status: StatusCode::BAD_REQUEST,
+                content_type: "image/svg+xml",
+                body: pages::error_svg(&m),
+            };
+        }
+    };
+    let side = if q.get("side").map(String::as_str) == Some("base") {
+        crate::render::Side::Base
+    } else {
+        crate::render::Side::New
+    };
+    match w.heavy(move |s| pages::diff_svg(s, &dq, side)).await {
+        Some(Ok(body)) => svg(body),
+        Some(Err((status, _, message))) => Answer {
+            status,
+            content_type: "image/svg+xml",
+            body: pages::error_svg(&message),
+        },
+        None => html(StatusCode::SERVICE_UNAVAILABLE, String::new()),
+    }
+}

@@ -1,0 +1,803 @@
+//! The bodies of the web pages (see the table in `web`). Each function
+//! reads what it needs from the [`Source`] (blocking) and returns HTML or
+//! SVG, or `(status, title, message)` for an error page.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+
+use axum::http::StatusCode;
+use leakscope_agent::profile::Profile;
+
+use super::{DiffQuery, MetricView, SnapshotView, Source, TargetView};
+use crate::analysis::{DiffOptions, rank_growth};
+use crate::diff::{Change, DiffStacksOptions, diff as diff_stacks};
+use crate::fold::{FoldOptions, Folded, fold};
+use crate::render::html::{Marker, badge, chart, escape, page, sparkline, url_encode};
+use crate::render::table::{format_delta, format_percent, format_value};
+use crate::render::{FlameOptions, Side, diff_flamegraph, flamegraph};
+use crate::suspects::{SuspectOptions, Trend, leak_suspects};
+
+/// An error page's status, title and message.
+pub(super) type PageError = (StatusCode, String, String);
+
+/// Heap snapshots of a target that leak suspects are computed over.
+const SUSPECT_SNAPSHOTS: usize = 8;
+
+fn nav(prefix: &str) -> Vec<(&'static str, String)> {
+    vec![("overview", format!("{prefix}/"))]
+}
+
+/// `2026-11-23 13:05:01` (UTC) of Unix seconds.
+pub(super) fn when(unix: f64) -> String {
+    let secs = unix.max(0.0) as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+pub(super) fn error(prefix: &str, title: &str, message: &str) -> String {
+    page(
+        title,
+        &nav(prefix),
+        &format!(
+            "<div class=\"error\" id=\"error\">{}</div>",
+            escape(message)
+        ),
+    )
+}
+
+pub(super) fn error_svg(message: &str) -> String {
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"900\" height=\"40\"><text x=\"10\" y=\"25\" \
+         font-family=\"sans-serif\" font-size=\"14\" fill=\"#9b1c12\">{}</text></svg>",
+        escape(message)
+    )
+}
+
+fn load(source: &dyn Source, id: &str) -> Result<Profile, PageError> {
+    if !source.snapshots(None).iter().any(|s| s.id == id) {
+        return Err((
+            StatusCode::NOT_FOUND,
+            "No such snapshot".into(),
+            format!("no snapshot {id:?}: it may have been deleted or aged out"),
+        ));
+    }
+    source.load(id).map_err(|m| {
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Cannot read the profile".into(),
+            m,
+        )
+    })
+}
+
+fn folded(p: &Profile, kind: Option<&str>, id: &str) -> Result<Folded, PageError> {
+    let mut o = FoldOptions::default();
+    o.sample_type = kind.map(str::to_owned);
+    fold(p, &o).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            "Unknown sample type".into(),
+            format!("{id}: {e}"),
+        )
+    })
+}
+
+fn metric_format(unit: &str) -> impl Fn(f64) -> String + '_ {
+    move |v| {
+        if unit == "bytes" {
+            format_value(v as i64, "bytes")
+        } else if v.fract() == 0.0 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.2}")
+        }
+    }
+}
+
+fn snapshot_link(prefix: &str, s: &SnapshotView) -> String {
+    format!(
+        "<a href=\"{prefix}/profile/{}\">{}</a>",
+        url_encode(&s.id),
+        escape(&s.id)
+    )
+}
+
+/// The snapshot table with base/new pickers and a compare button.
+fn snapshot_picker(prefix: &str, snaps: &[SnapshotView]) -> String {
+    if snaps.is_empty() {
+        return "<p class=\"muted\">No snapshots yet.</p>".into();
+    }
+    let mut out = format!(
+        "<form method=\"get\" action=\"{prefix}/diff\" id=\"compare\"><table><tr><th>base</th><th>new</th>\
+         <th>time (UTC)</th><th>target</th><th>kind</th><th>trigger</th><th>size</th><th>snapshot</th></tr>"
+    );
+    let n = snaps.len();
+    for (i, s) in snaps.iter().enumerate() {
+        let id = escape(&s.id);
+        let base_checked = if n >= 2 && i == n - 2 { " checked" } else { "" };
+        let new_checked = if i == n - 1 { " checked" } else { "" };
+        let _ = write!(
+            out,
+            "<tr><td><input type=\"radio\" name=\"base\" value=\"{id}\"{base_checked}></td>\
+             <td><input type=\"radio\" name=\"new\" value=\"{id}\"{new_checked}></td>\
+             <td class=\"mono\">{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"mono\">{}</td></tr>",
+            when(s.time),
+            escape(&s.target),
+            escape(&s.kind),
+            escape(&s.trigger),
+            format_value(s.bytes as i64, "bytes"),
+            snapshot_link(prefix, s)
+        );
+    }
+    out.push_str(
+        "</table><p><label><input type=\"checkbox\" name=\"normalize\" value=\"1\"> normalized</label> \
+         <button type=\"submit\">Compare base → new</button></p></form>",
+    );
+    out
+}
+
+fn metric_cell(m: &MetricView) -> String {
+    let last = m
+        .points
+        .last()
+        .map_or(String::new(), |&(_, v)| metric_format(&m.unit)(v));
+    format!(
+        "<td>{}</td><td class=\"num\">{}</td>",
+        sparkline(&m.points, &m.thresholds, 120, 24),
+        escape(&last)
+    )
+}
+
+pub(super) fn index(prefix: &str, source: &dyn Source) -> String {
+    let targets = source.targets();
+    let mut body = String::new();
+    for note in source.notes() {
+        let _ = write!(body, "<div class=\"error\">{}</div>", escape(&note));
+    }
+    if !targets.is_empty() {
+        body.push_str(
+            "<h2>Targets</h2><table id=\"targets\"><tr><th>target</th><th>state</th><th>pid</th>",
+        );
+        let names = ["threads", "open_fds", "rss_bytes", "tasks"];
+        for n in names {
+            let _ = write!(body, "<th colspan=\"2\">{n}</th>");
+        }
+        body.push_str("</tr>");
+        for t in &targets {
+            let _ = write!(
+                body,
+                "<tr><td><a href=\"{prefix}/target/{}\">{}</a></td><td>{} {}</td><td class=\"num\">{}</td>",
+                url_encode(&t.name),
+                escape(&t.name),
+                badge(&t.status),
+                badge(&t.level),
+                t.pid.map_or(String::new(), |p| p.to_string())
+            );
+            for n in names {
+                let m = t.metrics.iter().find(|m| {
+                    m.name == n
+                        || (n == "tasks" && (m.name == "tokio_tasks" || m.name == "goroutines"))
+                });
+                match m {
+                    Some(m) => body.push_str(&metric_cell(m)),
+                    None => body.push_str("<td></td><td></td>"),
+                }
+            }
+            body.push_str("</tr>");
+        }
+        body.push_str("</table>");
+    }
+    let snaps = source.snapshots(None);
+    let shown = &snaps[snaps.len().saturating_sub(50)..];
+    let _ = write!(body, "<h2>Snapshots ({})</h2>", snaps.len());
+    body.push_str(&snapshot_picker(prefix, shown));
+    page(&source.title(), &nav(prefix), &body)
+}
+
+fn suspects_table(prefix: &str, source: &dyn Source, t: &TargetView) -> String {
+    let heaps: Vec<SnapshotView> = source
+        .snapshots(Some(&t.name))
+        .into_iter()
+        .filter(|s| s.kind == "heap")
+        .collect();
+    let recent = &heaps[heaps.len().saturating_sub(SUSPECT_SNAPSHOTS)..];
+    if recent.len() < 3 {
+        return format!(
+            "<p class=\"muted\" id=\"suspects\">Leak suspects need 3 heap snapshots of this target; it has {}.</p>",
+            recent.len()
+        );
+    }
+    let mut loaded = Vec::new();
+    for s in recent {
+        if let Ok(p) = source.load(&s.id) {
+            loaded.push((s.time, p));
+        }
+    }
+    let refs: Vec<(f64, &Profile)> = loaded.iter().map(|(t, p)| (*t, p)).collect();
+    let suspects = leak_suspects(&refs, &SuspectOptions::default());
+    let mut out = format!(
+        "<table id=\"suspects\"><tr><th>trend</th><th>function</th><th>file:line</th><th>growth / min</th><th>in use</th><th>over {} snapshots</th></tr>",
+        refs.len()
+    );
+    for s in suspects.iter().take(12) {
+        let trend = match s.trend {
+            Trend::GrowingLinearly => "growing",
+            Trend::Saturating => "saturating",
+            Trend::Stable => "stable",
+            Trend::Freed => "freed",
+        };
+        let class = serde_trend(s.trend);
+        let points: Vec<(f64, f64)> = s.points.iter().map(|&(t, v)| (t, v as f64)).collect();
+        let at = if s.file.is_empty() {
+            String::new()
+        } else {
+            format!("{}:{}", s.file, s.line)
+        };
+        let _ = write!(
+            out,
+            "<tr class=\"suspect-{class}\"><td>{}</td><td class=\"mono\">{}</td><td class=\"mono\">{}</td>\
+             <td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            trend_badge(s.trend, trend),
+            escape(&s.function),
+            escape(&at),
+            format_delta(s.bytes_per_minute as i64, "bytes"),
+            format_value(s.last_bytes, "bytes"),
+            sparkline(&points, &[], 140, 24)
+        );
+    }
+    out.push_str("</table>");
+    let _ = prefix;
+    out
+}
+
+fn trend_badge(t: Trend, text: &str) -> String {
+    let class = match t {
+        Trend::GrowingLinearly => "critical",
+        Trend::Saturating => "warning",
+        Trend::Stable | Trend::Freed => "ok",
+    };
+    format!("<span class=\"badge {class}\">{}</span>", escape(text))
+}
+
+fn serde_trend(t: Trend) -> &'static str {
+    match t {
+        Trend::GrowingLinearly => "growing_linearly",
+        Trend::Saturating => "saturating",
+        Trend::Stable => "stable",
+        Trend::Freed => "freed",
+    }
+}
+
+pub(super) fn target(prefix: &str, source: &dyn Source, name: &str) -> Result<String, PageError> {
+    let Some(t) = source.targets().into_iter().find(|t| t.name == name) else {
+        return Err((
+            StatusCode::NOT_FOUND,
+            "No such target".into(),
+            format!("no target called {name:?}"),
+        ));
+    };
+    let snaps = source.snapshots(Some(name));
+    let mut body = format!(
+        "<p>{} {} {}{}</p>",
+        badge(&t.status),
+        badge(&t.level),
+        t.pid.map_or(String::new(), |p| format!("pid {p}")),
+        t.limited.as_ref().map_or(String::new(), |l| format!(
+            " <span class=\"muted\">({})</span>",
+            escape(l)
+        ))
+    );
+    body.push_str("<h2>Leak suspects</h2>");
+    body.push_str(&suspects_table(prefix, source, &t));
+    let markers: Vec<Marker> = t
+        .alerts
+        .iter()
+        .map(|a| Marker {
+            at: a.at,
+            label: format!("{} → {}: {}", a.rule, a.to, a.message),
+            href: None,
+            alert: true,
+        })
+        .chain(snaps.iter().map(|s| Marker {
+            at: s.time,
+            label: format!("{} snapshot ({})", s.kind, s.trigger),
+            href: Some(format!("{prefix}/profile/{}", url_encode(&s.id))),
+            alert: false,
+        }))
+        .collect();
+    body.push_str("<h2>Timeline</h2><div class=\"row\" id=\"timeline\">");
+    for m in &t.metrics {
+        let _ = write!(
+            body,
+            "<div class=\"card\">{}</div>",
+            chart(
+                &m.name,
+                &m.points,
+                &m.thresholds,
+                &markers,
+                &metric_format(&m.unit)
+            )
+        );
+    }
+    body.push_str("</div>");
+    if !t.breakdown.is_empty() {
+        body.push_str("<h2>Last breakdown</h2><div class=\"row\">");
+        let mut groups: Vec<&str> = t.breakdown.iter().map(|(g, _, _)| g.as_str()).collect();
+        groups.dedup();
+        for g in groups {
+            let _ = write!(body, "<table><tr><th colspan=\"2\">{}</th></tr>", escape(g));
+            for (_, k, n) in t.breakdown.iter().filter(|(gg, _, _)| gg == g) {
+                let _ = write!(
+                    body,
+                    "<tr><td>{}</td><td class=\"num\">{n}</td></tr>",
+                    escape(k)
+                );
+            }
+            body.push_str("</table>");
+        }
+        body.push_str("</div>");
+    }
+    if !t.alerts.is_empty() {
+        body.push_str("<h2>Alerts</h2><table><tr><th>time (UTC)</th><th>rule</th><th>to</th><th>message</th></tr>");
+        for a in t.alerts.iter().rev() {
+            let _ = write!(
+                body,
+                "<tr><td class=\"mono\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                when(a.at),
+                escape(&a.rule),
+                badge(&a.to),
+                escape(&a.message)
+            );
+        }
+        body.push_str("</table>");
+    }
+    body.push_str("<h2>Snapshots: pick two to diff</h2>");
+    body.push_str(&snapshot_picker(
+        prefix,
+        &snaps[snaps.len().saturating_sub(50)..],
+    ));
+    Ok(page(name, &nav(prefix), &body))
+}
+
+/// `?type=` links for every sample type, the current one marked.
+fn type_nav(href: &dyn Fn(&str) -> String, types: &[(String, String)], current: &str) -> String {
+    let mut out = String::from("<nav class=\"types\">sample type: ");
+    for (t, _) in types {
+        let class = if t == current { " class=\"on\"" } else { "" };
+        let _ = write!(
+            out,
+            "<a{class} href=\"{}\">{}</a>",
+            escape(&href(t)),
+            escape(t)
+        );
+    }
+    out.push_str("</nav>");
+    out
+}
+
+/// A search box that highlights matching frames in every flamegraph frame
+/// of the page (inferno's `search`), and the script behind it.
+fn search_box() -> &'static str {
+    "<p><input type=\"search\" id=\"search\" placeholder=\"search frames (regex)\"> \
+     <span class=\"muted\">click a frame to zoom; hover for details</span></p>\
+     <script>\
+     document.getElementById('search').addEventListener('input', function (e) {\
+       var term = e.target.value;\
+       document.querySelectorAll('iframe.flame').forEach(function (f) {\
+         var w = f.contentWindow;\
+         if (!w || !w.search) return;\
+         w.reset_search();\
+         if (term) { try { w.search(term); } catch (err) {} }\
+       });\
+     });\
+     </script>"
+}
+
+struct TopRow {
+    function: String,
+    at: String,
+    flat: i64,
+    cum: i64,
+}
+
+/// Flat (leaf) and cumulative (anywhere on the stack) values per function.
+fn top(f: &Folded) -> Vec<TopRow> {
+    let mut rows: HashMap<String, TopRow> = HashMap::new();
+    for (frames, v) in &f.stacks {
+        let mut seen = std::collections::HashSet::new();
+        for (i, fr) in frames.iter().enumerate() {
+            let row = rows.entry(fr.function.clone()).or_insert_with(|| TopRow {
+                function: fr.function.clone(),
+                at: if fr.file.is_empty() {
+                    String::new()
+                } else {
+                    format!("{}:{}", fr.file, fr.line)
+                },
+                flat: 0,
+                cum: 0,
+            });
+            if seen.insert(fr.function.clone()) {
+                row.cum += v;
+            }
+            if i + 1 == frames.len() {
+                row.flat += v;
+            }
+        }
+    }
+    let mut out: Vec<TopRow> = rows.into_values().collect();
+    out.sort_by(|a, b| {
+        b.flat
+            .cmp(&a.flat)
+            .then(b.cum.cmp(&a.cum))
+            .then(a.function.cmp(&b.function))
+    });
+    out
+}
+
+pub(super) fn profile(
+    prefix: &str,
+    source: &dyn Source,
+    id: &str,
+    kind: Option<&str>,
+) -> Result<String, PageError> {
+    let p = load(source, id)?;
+    let f = folded(&p, kind, id)?;
+    let total = f.total();
+    let href = |t: &str| format!("{prefix}/profile/{}?type={}", url_encode(id), url_encode(t));
+    let mut body = type_nav(&href, &f.sample_types, &f.sample_type);
+    let _ = write!(
+        body,
+        "<p>total {}: <b>{}</b> in {} stacks</p>",
+        escape(&f.sample_type),
+        format_value(total, &f.unit),
+        f.stacks.len()
+    );
+    body.push_str(search_box());
+    let _ = write!(
+        body,
+        "<iframe class=\"flame\" id=\"flame\" style=\"height:560px\" src=\"{prefix}/profile/{}/flame.svg?type={}\"></iframe>",
+        url_encode(id),
+        url_encode(&f.sample_type)
+    );
+    body.push_str("<h2>Top</h2><table id=\"top\"><tr><th>flat</th><th>flat%</th><th>cum</th><th>cum%</th><th>function</th><th>file:line</th></tr>");
+    let pct = |v: i64| {
+        if total == 0 {
+            0.0
+        } else {
+            v as f64 * 100.0 / total as f64
+        }
+    };
+    for r in top(&f).iter().take(30) {
+        let _ = write!(
+            body,
+            "<tr><td class=\"num\">{}</td><td class=\"num\">{:.1}%</td><td class=\"num\">{}</td><td class=\"num\">{:.1}%</td>\
+             <td class=\"mono\">{}</td><td class=\"mono\">{}</td></tr>",
+            format_value(r.flat, &f.unit),
+            pct(r.flat),
+            format_value(r.cum, &f.unit),
+            pct(r.cum),
+            escape(&r.function),
+            escape(&r.at)
+        );
+    }
+    body.push_str("</table>");
+    Ok(page(&format!("Profile {id}"), &nav(prefix), &body))
+}
+
+pub(super) fn profile_svg(
+    source: &dyn Source,
+    id: &str,
+    kind: Option<&str>,
+) -> Result<String, PageError> {
+    let p = load(source, id)?;
+    let f = folded(&p, kind, id)?;
+    let o = FlameOptions::new(format!("{} ({})", id, f.sample_type));
+    flamegraph(&f, &o).map_err(|e| {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Render".into(),
+            e.to_string(),
+        )
+    })
+}
+
+/// Loads both sides and folds them for the same sample type.
+fn load_pair(
+    source: &dyn Source,
+    q: &DiffQuery,
+) -> Result<(Profile, Profile, Folded, Folded), PageError> {
+    let base = load(source, &q.base)?;
+    let new = load(source, &q.new)?;
+    let f_new = folded(&new, q.kind.as_deref(), &q.new)?;
+    let f_base = folded(&base, Some(&f_new.sample_type), &q.base).map_err(|_| {
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Different kinds of profile".into(),
+            format!(
+                "{} has no {} samples (its types: {}): compare two snapshots of the same kind",
+                q.base,
+                f_new.sample_type,
+                base.sample_type_names()
+                    .iter()
+                    .map(|(t, _)| *t)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    })?;
+    Ok((base, new, f_base, f_new))
+}
+
+/// The ranked growth table, with new/vanished flags, of `base` → `new`.
+fn ranked_table(
+    base: &Profile,
+    new: &Profile,
+    f_base: &Folded,
+    f_new: &Folded,
+    normalize: bool,
+) -> Result<String, PageError> {
+    let unit = f_new.unit.clone();
+    let mut growth = rank_growth(
+        base,
+        new,
+        &DiffOptions::default().with_sample_type(&f_new.sample_type),
+    )
+    .map_err(|e| {
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Diff".into(),
+            e.to_string(),
+        )
+    })?;
+    let (bt, nt) = (f_base.total(), f_new.total());
+    if normalize && bt != 0 {
+        let factor = nt as f64 / bt as f64;
+        for g in &mut growth {
+            g.base = (g.base as f64 * factor).round() as i64;
+        }
+        growth.retain(|g| g.base != g.new);
+        growth.sort_by(|a, b| {
+            b.delta()
+                .cmp(&a.delta())
+                .then_with(|| a.function.cmp(&b.function))
+        });
+    }
+    // New and vanished stacks, by leaf function, for the flags.
+    let d = diff_stacks(f_base, f_new, DiffStacksOptions::default()).map_err(|e| {
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Diff".into(),
+            e.to_string(),
+        )
+    })?;
+    let mut new_leaves = std::collections::HashSet::new();
+    let mut gone_leaves = std::collections::HashSet::new();
+    for s in &d.stacks {
+        if let Some(leaf) = s.frames.last() {
+            match s.change {
+                Change::New => {
+                    new_leaves.insert(leaf.function.clone());
+                }
+                Change::Vanished => {
+                    gone_leaves.insert(leaf.function.clone());
+                }
+                Change::Changed => {}
+            }
+        }
+    }
+    let mut body = String::from(
+        "<table id=\"ranked\"><tr><th>#</th><th>function</th><th>file:line</th><th>change</th><th>%</th><th>base</th><th>new</th><th></th></tr>",
+    );
+    for (i, g) in growth.iter().take(40).enumerate() {
+        let class = if g.delta() > 0 { "grew" } else { "shrank" };
+        let mut flags = String::new();
+        if g.base == 0 || new_leaves.contains(&g.function) {
+            flags.push_str("<span class=\"flag\">new stack</span> ");
+        }
+        if g.new == 0 || gone_leaves.contains(&g.function) {
+            flags.push_str("<span class=\"flag\">vanished stack</span>");
+        }
+        let at = if g.file.is_empty() {
+            String::new()
+        } else {
+            format!("{}:{}", g.file, g.line)
+        };
+        let _ = write!(
+            body,
+            "<tr><td class=\"num\">{}</td><td class=\"mono fn\">{}</td><td class=\"mono\">{}</td>\
+             <td class=\"num {class}\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{flags}</td></tr>",
+            i + 1,
+            escape(&g.function),
+            escape(&at),
+            format_delta(g.delta(), &unit),
+            format_percent(g),
+            format_value(g.base, &unit),
+            format_value(g.new, &unit),
+        );
+    }
+    if growth.is_empty() {
+        body.push_str("<tr><td colspan=\"8\" class=\"muted\">Nothing changed.</td></tr>");
+    }
+    body.push_str("</table>");
+    Ok(body)
+}
+
+/// `inuse_space 1.0 MiB → 26.5 MiB (+25.5 MiB)`.
+fn totals_line(f_base: &Folded, f_new: &Folded) -> String {
+    let (bt, nt) = (f_base.total(), f_new.total());
+    format!(
+        "{} {} → {} (<b class=\"{}\">{}</b>)",
+        escape(&f_new.sample_type),
+        format_value(bt, &f_new.unit),
+        format_value(nt, &f_new.unit),
+        if nt >= bt { "grew" } else { "shrank" },
+        format_delta(nt - bt, &f_new.unit),
+    )
+}
+
+const FLAME_NOTE: &str = "<h2>Differential flamegraphs</h2><p class=\"muted\">Red grew, blue shrank. \
+    The first is sized by the new profile, the second by the base, so stacks that vanished show there.</p>";
+
+pub(super) fn diff(prefix: &str, source: &dyn Source, q: &DiffQuery) -> Result<String, PageError> {
+    let (base, new, f_base, f_new) = load_pair(source, q)?;
+    let link = |normalize: bool, kind: &str| {
+        format!(
+            "{prefix}/diff?base={}&new={}&type={}{}",
+            url_encode(&q.base),
+            url_encode(&q.new),
+            url_encode(kind),
+            if normalize { "&normalize=1" } else { "" }
+        )
+    };
+    let mut body = type_nav(
+        &|t| link(q.normalize, t),
+        &f_new.sample_types,
+        &f_new.sample_type,
+    );
+    let _ = write!(
+        body,
+        "<p>base <a href=\"{prefix}/profile/{}\" class=\"mono\">{}</a> → new <a href=\"{prefix}/profile/{}\" class=\"mono\">{}</a>: \
+         {}. <a id=\"toggle-normalize\" href=\"{}\">{}</a></p>",
+        url_encode(&q.base),
+        escape(&q.base),
+        url_encode(&q.new),
+        escape(&q.new),
+        totals_line(&f_base, &f_new),
+        escape(&link(!q.normalize, &f_new.sample_type)),
+        if q.normalize {
+            "normalized (base scaled to the new total): show absolute"
+        } else {
+            "absolute: show normalized"
+        }
+    );
+    body.push_str("<h2>What grew</h2>");
+    body.push_str(&ranked_table(&base, &new, &f_base, &f_new, q.normalize)?);
+    body.push_str(FLAME_NOTE);
+    body.push_str(search_box());
+    let svg_src = |side: &str| {
+        format!(
+            "{prefix}/diff/flame.svg?base={}&new={}&type={}{}&side={side}",
+            url_encode(&q.base),
+            url_encode(&q.new),
+            url_encode(&f_new.sample_type),
+            if q.normalize { "&normalize=1" } else { "" }
+        )
+    };
+    let _ = write!(
+        body,
+        "<h2>New</h2><iframe class=\"flame\" id=\"flame-new\" style=\"height:520px\" src=\"{}\"></iframe>\
+         <h2>Base</h2><iframe class=\"flame\" id=\"flame-base\" style=\"height:520px\" src=\"{}\"></iframe>",
+        escape(&svg_src("new")),
+        escape(&svg_src("base"))
+    );
+    Ok(page("Diff", &nav(prefix), &body))
+}
+
+/// A self-contained HTML report of `base` → `new` (the `leakscope diff -o`
+/// file): totals, the ranked table and both differential flamegraphs, each
+/// in an `srcdoc` frame so their scripts (zoom, search) work offline.
+pub fn diff_report(
+    base: &Profile,
+    new: &Profile,
+    names: (&str, &str),
+    kind: Option<&str>,
+    normalize: bool,
+) -> Result<String, String> {
+    let f_new = folded(new, kind, names.1).map_err(|e| e.2)?;
+    let f_base = folded(base, Some(&f_new.sample_type), names.0).map_err(|_| {
+        format!(
+            "{} has no {} samples: compare two profiles of the same kind",
+            names.0, f_new.sample_type
+        )
+    })?;
+    let mut body = format!(
+        "<p>base <span class=\"mono\">{}</span> → new <span class=\"mono\">{}</span>: {}{}</p>",
+        escape(names.0),
+        escape(names.1),
+        totals_line(&f_base, &f_new),
+        if normalize { " (normalized)" } else { "" }
+    );
+    body.push_str("<h2>What grew</h2>");
+    body.push_str(&ranked_table(base, new, &f_base, &f_new, normalize).map_err(|e| e.2)?);
+    body.push_str(FLAME_NOTE);
+    body.push_str(search_box());
+    let mut o = DiffStacksOptions::default();
+    o.normalize = normalize;
+    let d = diff_stacks(&f_base, &f_new, o).map_err(|e| e.to_string())?;
+    for (side, label, id) in [
+        (Side::New, "New", "flame-new"),
+        (Side::Base, "Base", "flame-base"),
+    ] {
+        let title = format!(
+            "{} → {} ({}), sized by {}",
+            names.0,
+            names.1,
+            d.sample_type,
+            label.to_lowercase()
+        );
+        let svg =
+            diff_flamegraph(&d, &FlameOptions::new(title), side).map_err(|e| e.to_string())?;
+        let _ = write!(
+            body,
+            "<h2>{label}</h2><iframe class=\"flame\" id=\"{id}\" style=\"height:520px\" srcdoc=\"{}\"></iframe>",
+            escape(&svg)
+        );
+    }
+    Ok(page("leakscope diff", &[], &body))
+}
+
+pub(super) fn diff_svg(
+    source: &dyn Source,
+    q: &DiffQuery,
+    side: Side,
+) -> Result<String, PageError> {
+    let (_, _, f_base, f_new) = load_pair(source, q)?;
+    let mut o = DiffStacksOptions::default();
+    o.normalize = q.normalize;
+    let d = diff_stacks(&f_base, &f_new, o).map_err(|e| {
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Diff".into(),
+            e.to_string(),
+        )
+    })?;
+    let title = match side {
+        Side::New => format!("{} → {} ({}), sized by new", q.base, q.new, d.sample_type),
+        Side::Base => format!("{} → {} ({}), sized by base", q.base, q.new, d.sample_type),
+    };
+    diff_flamegraph(&d, &FlameOptions::new(title), side).map_err(|e| {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Render".into(),
+            e.to_string(),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::when;
+
+    #[test]
+    fn dates_are_utc_civil() {
+        assert_eq!(when(0.0), "1970-01-01 00:00:00");
+        assert_eq!(when(951_782_400.0), "2000-02-29 00:00:00");
+        assert_eq!(when(1_795_439_476.9), "2026-11-23 13:11:16");
+    }
+}
