@@ -87,8 +87,9 @@ fn load(source: &dyn Source, id: &str) -> Result<Profile, PageError> {
 }
 
 fn folded(p: &Profile, kind: Option<&str>, id: &str) -> Result<Folded, PageError> {
-    let mut o = FoldOptions::default();
-    o.sample_type = kind.map(str::to_owned);
+    let o = FoldOptions {
+        sample_type: kind.map(str::to_owned),
+    };
     fold(p, &o).map_err(|e| {
         (
             StatusCode::BAD_REQUEST,
@@ -737,8 +738,7 @@ pub fn diff_report(
     body.push_str(&ranked_table(base, new, &f_base, &f_new, normalize).map_err(|e| e.2)?);
     body.push_str(FLAME_NOTE);
     body.push_str(search_box());
-    let mut o = DiffStacksOptions::default();
-    o.normalize = normalize;
+    let o = DiffStacksOptions::default().with_normalize(normalize);
     let d = diff_stacks(&f_base, &f_new, o).map_err(|e| e.to_string())?;
     for (side, label, id) in [
         (Side::New, "New", "flame-new"),
@@ -768,8 +768,7 @@ pub(super) fn diff_svg(
     side: Side,
 ) -> Result<String, PageError> {
     let (_, _, f_base, f_new) = load_pair(source, q)?;
-    let mut o = DiffStacksOptions::default();
-    o.normalize = q.normalize;
+    let o = DiffStacksOptions::default().with_normalize(q.normalize);
     let d = diff_stacks(&f_base, &f_new, o).map_err(|e| {
         (
             StatusCode::UNPROCESSABLE_ENTITY,
