@@ -156,12 +156,14 @@ fn now() -> f64 {
 
 #[cfg(feature = "heap")]
 fn heap_profile(counts: &leakscope_agent::collect::heap::HeapCounts) -> Profile {
-    leakscope_agent::collect::heap::build(
-        counts,
-        leakscope_agent::collect::heap::HeapView::Heap,
-        None,
-        leakscope_agent::symbolize::Symbolizer::global(),
-    )
+    leakscope_agent::collect::heap::exclusive(|| {
+        leakscope_agent::collect::heap::build(
+            counts,
+            leakscope_agent::collect::heap::HeapView::Heap,
+            None,
+            leakscope_agent::symbolize::Symbolizer::global(),
+        )
+    })
 }
 
 impl Source for AgentSource {
@@ -221,10 +223,16 @@ impl Source for AgentSource {
         #[cfg(feature = "heap")]
         {
             if id == LIVE {
-                let raw = leakscope_agent::collect::heap::dump().map_err(|e| e.to_string())?;
-                return Ok(heap_profile(
-                    &leakscope_agent::collect::heap::HeapCounts::from_raw(&raw),
-                ));
+                use leakscope_agent::collect::heap;
+                return heap::exclusive(|| {
+                    let raw = heap::dump().map_err(|e| e.to_string())?;
+                    Ok(heap::build(
+                        &heap::HeapCounts::from_raw(&raw),
+                        heap::HeapView::Heap,
+                        None,
+                        leakscope_agent::symbolize::Symbolizer::global(),
+                    ))
+                });
             }
             if let Some(e) = &self.parts.evidence {
                 let capture = match id {
@@ -269,10 +277,7 @@ impl AgentBuilderExt for AgentBuilder {
                 parts: parts.clone(),
                 name,
             };
-            axum::Router::new().nest(
-                AGENT_UI,
-                leakscope_viewer::web::router(Arc::new(source), AGENT_UI),
-            )
+            leakscope_viewer::web::router(Arc::new(source), AGENT_UI)
         })
     }
 }

@@ -179,11 +179,18 @@ async fn sidecar_ui_in_chromium() {
         "--data-dir",
         data.to_str().expect("utf-8"),
     ]);
-    // Leak steadily while heap snapshots are taken: a linear grower.
-    for _ in 0..8 {
-        leak_heap(6, 256).await;
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    // Leak steadily while heap snapshots are taken, and on until the pages
+    // have been checked: a linear grower.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let leaking = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                leak_heap(2, 256).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
     wait_until(
         addr,
         "/api/targets/tests",
@@ -219,6 +226,8 @@ async fn sidecar_ui_in_chromium() {
     })
     .await
     .expect("browser part");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    leaking.await.expect("leaking task");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -45,7 +45,7 @@ pub async fn run(args: ViewArgs) -> anyhow::Result<()> {
     }
     let count = files.len();
     let app = axum::Router::new()
-        .nest("/ui", router(Arc::new(files), "/ui"))
+        .merge(router(Arc::new(files), "/ui"))
         .route(
             "/",
             axum::routing::get(|| async { axum::response::Redirect::to("/ui/") }),

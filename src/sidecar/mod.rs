@@ -475,7 +475,7 @@ impl Sidecar {
                         shared.clone(),
                         api::auth,
                     ));
-            app.nest("/ui", ui).route(
+            app.merge(ui).route(
                 "/",
                 axum::routing::get(|| async { axum::response::Redirect::to("/ui/") }),
             )

@@ -97,6 +97,16 @@ pub fn dump() -> crate::Result<RawHeapProfile> {
     Symbolizer::global().while_idle(crate::heap::dump)
 }
 
+/// Runs `f` while no other heap profile of this process is being dumped or
+/// built: wrap a dump and the build of its profile in it, so that no heap
+/// profile shows the transient memory of another one being made (two
+/// concurrent pulls would otherwise see each other's parse buffers).
+pub fn exclusive<T>(f: impl FnOnce() -> T) -> T {
+    static HEAP_WORK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = HEAP_WORK.lock().unwrap_or_else(|e| e.into_inner());
+    f()
+}
+
 /// Builds the pprof profile. `duration` is set for deltas.
 pub fn build(
     counts: &HeapCounts,

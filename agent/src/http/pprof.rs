@@ -137,7 +137,11 @@ async fn heap_profile(
         }
         let collect = || async {
             state
-                .heavy(|| crate::collect::heap::dump().map(|raw| HeapCounts::from_raw(&raw)))
+                .heavy(|| {
+                    crate::collect::heap::exclusive(|| {
+                        crate::collect::heap::dump().map(|raw| HeapCounts::from_raw(&raw))
+                    })
+                })
                 .await?
                 .map_err(GoError::from)
         };
@@ -146,27 +150,35 @@ async fn heap_profile(
         let p1 = collect().await?;
         let elapsed = p1.time.duration_since(p0.time).unwrap_or(duration);
         let profile = state
-            .heavy(move || build(&p1.delta(&p0), view, Some(elapsed), Symbolizer::global()))
+            .heavy(move || {
+                crate::collect::heap::exclusive(|| {
+                    build(&p1.delta(&p0), view, Some(elapsed), Symbolizer::global())
+                })
+            })
             .await?;
         return Ok(attachment(&format!("{name}-delta"), profile.encode_gzip()));
     }
 
     if debug != 0 {
-        let body = state.heavy(legacy_heap_text).await??;
+        let body = state
+            .heavy(|| crate::collect::heap::exclusive(legacy_heap_text))
+            .await??;
         return Ok(text(body));
     }
     let bytes = state
         .heavy(move || {
-            crate::collect::heap::dump()
-                .map(|raw| {
-                    build(
-                        &HeapCounts::from_raw(&raw),
-                        view,
-                        None,
-                        Symbolizer::global(),
-                    )
-                })
-                .map(|p| p.encode_gzip())
+            crate::collect::heap::exclusive(|| {
+                crate::collect::heap::dump()
+                    .map(|raw| {
+                        build(
+                            &HeapCounts::from_raw(&raw),
+                            view,
+                            None,
+                            Symbolizer::global(),
+                        )
+                    })
+                    .map(|p| p.encode_gzip())
+            })
         })
         .await??;
     Ok(attachment(name, bytes))

@@ -132,9 +132,13 @@ impl Evidence {
             sample,
             #[cfg(feature = "heap")]
             heap: (self.target == Target::SelfProcess)
-                .then(crate::collect::heap::dump)
-                .and_then(|r| r.ok())
-                .map(|raw| crate::collect::heap::HeapCounts::from_raw(&raw)),
+                .then(|| {
+                    crate::collect::heap::exclusive(|| {
+                        crate::collect::heap::dump()
+                            .map(|raw| crate::collect::heap::HeapCounts::from_raw(&raw))
+                    })
+                })
+                .and_then(|r| r.ok()),
         }
     }
 }
@@ -175,13 +179,15 @@ fn write_capture(store: &crate::store::Store, name: &str, capture: &Capture) {
         let Some(counts) = &capture.heap else {
             return;
         };
-        let bytes = crate::collect::heap::build(
-            counts,
-            crate::collect::heap::HeapView::Heap,
-            None,
-            crate::symbolize::Symbolizer::global(),
-        )
-        .encode_gzip();
+        let bytes = crate::collect::heap::exclusive(|| {
+            crate::collect::heap::build(
+                counts,
+                crate::collect::heap::HeapView::Heap,
+                None,
+                crate::symbolize::Symbolizer::global(),
+            )
+            .encode_gzip()
+        });
         let baseline = capture.trigger == "baseline";
         let mut labels = std::collections::BTreeMap::new();
         if !baseline {

@@ -114,21 +114,30 @@ pub trait Source: Send + Sync + 'static {
     }
 }
 
-/// Routes of the pages, to nest under `prefix` (`"/ui"`): links are built
-/// with it.
+/// Routes of the pages under `prefix` (`"/ui"`: `/ui/`, `/ui/profile/ID`,
+/// ...), to merge into a router; links are built with it.
 pub fn router(source: Arc<dyn Source>, prefix: &str) -> Router {
     let state = Web {
         source,
         prefix: prefix.trim_end_matches('/').to_owned(),
         heavy: Arc::new(tokio::sync::Semaphore::new(2)),
     };
-    Router::new()
-        .route("/", get(index))
-        .route("/target/{name}", get(target))
-        .route("/profile/{id}", get(profile))
-        .route("/profile/{id}/flame.svg", get(profile_svg))
-        .route("/diff", get(diff))
-        .route("/diff/flame.svg", get(diff_svg))
+    let p = state.prefix.clone();
+    let mut router = Router::new();
+    if !p.is_empty() {
+        let to = format!("{p}/");
+        router = router.route(
+            &p,
+            get(move || async move { axum::response::Redirect::to(&to) }),
+        );
+    }
+    router
+        .route(&format!("{p}/"), get(index))
+        .route(&format!("{p}/target/{{name}}"), get(target))
+        .route(&format!("{p}/profile/{{id}}"), get(profile))
+        .route(&format!("{p}/profile/{{id}}/flame.svg"), get(profile_svg))
+        .route(&format!("{p}/diff"), get(diff))
+        .route(&format!("{p}/diff/flame.svg"), get(diff_svg))
         .with_state(state)
 }
 
