@@ -101,26 +101,40 @@ fn main() {
         size(&new_path) / 1024
     );
 
+    // LEAKSCOPE_BENCH_STEPS=1 prints the time of each step.
+    let steps = std::env::var_os("LEAKSCOPE_BENCH_STEPS").is_some();
     let ours = || {
         let t = Instant::now();
+        let mut last = Instant::now();
+        let mut lap = |name: &str| {
+            if steps {
+                println!("    {name}: {:.3} s", last.elapsed().as_secs_f64());
+            }
+            last = Instant::now();
+        };
         let base =
             Profile::decode_bytes(&std::fs::read(&base_path).expect("read"), "base").expect("base");
         let new =
             Profile::decode_bytes(&std::fs::read(&new_path).expect("read"), "new").expect("new");
+        lap("decode");
         let fo = FoldOptions::default().with_sample_type("inuse_space");
         let (fb, fnew) = (
             fold(&base, &fo).expect("fold"),
             fold(&new, &fo).expect("fold"),
         );
+        lap("fold");
         let ranked = rank_growth(
             &base,
             &new,
             &DiffOptions::default().with_sample_type("inuse_space"),
         )
         .expect("rank");
+        lap("rank");
         let d = diff(&fb, &fnew, DiffStacksOptions::default()).expect("diff");
+        lap("diff");
         let new_svg = diff_flamegraph(&d, &FlameOptions::new("new"), Side::New).expect("svg");
         let base_svg = diff_flamegraph(&d, &FlameOptions::new("base"), Side::Base).expect("svg");
+        lap("render");
         let secs = t.elapsed().as_secs_f64();
         (
             secs,

@@ -3,6 +3,7 @@
 //! sample type's value summed per distinct stack.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use leakscope_agent::profile::{Location, Profile};
 
@@ -31,9 +32,9 @@ impl FoldOptions {
 pub struct Frame {
     /// Function name: `0x<address in hex>` for a location without a name
     /// (not symbolized), `?` for a location the profile does not hold.
-    pub function: String,
+    pub function: Arc<str>,
     /// Source file, "" when unknown.
-    pub file: String,
+    pub file: Arc<str>,
     /// Source line, 0 when unknown.
     pub line: i64,
 }
@@ -81,13 +82,18 @@ pub(crate) fn folded_stack(frames: &[Frame]) -> String {
         if i > 0 {
             out.push(';');
         }
-        out.extend(frame.function.chars().map(|c| match c {
-            ';' => ':',
-            c if c.is_whitespace() || c.is_control() => '_',
-            c => c,
-        }));
+        push_clean(&mut out, &frame.function);
     }
     out
+}
+
+/// Appends `name` cleaned for the folded format (see [`Folded::lines`]).
+pub(crate) fn push_clean(out: &mut String, name: &str) {
+    out.extend(name.chars().map(|c| match c {
+        ';' => ':',
+        c if c.is_whitespace() || c.is_control() => '_',
+        c => c,
+    }));
 }
 
 /// Sorts `items` the way [`Folded`] and [`Diff`](crate::diff::Diff) list
@@ -99,7 +105,7 @@ pub(crate) fn sort_by_stack<T>(items: &mut [T], frames: impl Fn(&T) -> &[Frame])
     items.sort_by_cached_key(|item| {
         frames(item)
             .iter()
-            .map(|f| f.function.as_str())
+            .map(|f| &*f.function)
             .collect::<Vec<_>>()
             .join(";")
     });
@@ -126,15 +132,22 @@ pub fn fold(p: &Profile, options: &FoldOptions) -> Result<Folded, AnalysisError>
     let (sample_type, unit) = sample_types.get(index).cloned().unwrap_or_default();
 
     let resolver = Resolver::new(p);
+    // Each location's frames are made once; stacks share them (`Arc<str>`).
+    let mut by_location: HashMap<u64, Vec<Frame>> = HashMap::with_capacity(p.location.len());
     let mut sums: HashMap<Vec<Frame>, i64> = HashMap::new();
     for s in &p.sample {
         let value = s.value.get(index).copied().unwrap_or(0);
         let mut frames = Vec::new();
         for id in s.location_id.iter().rev() {
-            match resolver.location(*id) {
-                Some(loc) => push_location(&resolver, loc, &mut frames),
-                None => frames.push(unknown_frame()),
-            }
+            let of_location = by_location.entry(*id).or_insert_with(|| {
+                let mut v = Vec::new();
+                match resolver.location(*id) {
+                    Some(loc) => push_location(&resolver, loc, &mut v),
+                    None => v.push(unknown_frame()),
+                }
+                v
+            });
+            frames.extend(of_location.iter().cloned());
         }
         if frames.is_empty() {
             frames.push(unknown_frame());
@@ -156,11 +169,11 @@ pub fn fold(p: &Profile, options: &FoldOptions) -> Result<Folded, AnalysisError>
 /// location without lines, or a line without a named function, becomes a
 /// frame named by the address in hex.
 fn push_location(resolver: &Resolver<'_>, loc: &Location, frames: &mut Vec<Frame>) {
-    let address = || format!("0x{:x}", loc.address);
+    let address = || -> Arc<str> { format!("0x{:x}", loc.address).into() };
     if loc.line.is_empty() {
         frames.push(Frame {
             function: address(),
-            file: String::new(),
+            file: "".into(),
             line: 0,
         });
         return;
@@ -168,18 +181,18 @@ fn push_location(resolver: &Resolver<'_>, loc: &Location, frames: &mut Vec<Frame
     for line in loc.line.iter().rev() {
         let frame = match resolver.frame(line) {
             Some((name, file, n)) if !name.is_empty() => Frame {
-                function: name.to_owned(),
-                file: file.to_owned(),
+                function: name.into(),
+                file: file.into(),
                 line: n,
             },
             Some((_, file, n)) => Frame {
                 function: address(),
-                file: file.to_owned(),
+                file: file.into(),
                 line: n,
             },
             None => Frame {
                 function: address(),
-                file: String::new(),
+                file: "".into(),
                 line: 0,
             },
         };
@@ -190,8 +203,8 @@ fn push_location(resolver: &Resolver<'_>, loc: &Location, frames: &mut Vec<Frame
 /// The frame of a location the profile does not hold.
 fn unknown_frame() -> Frame {
     Frame {
-        function: "?".to_owned(),
-        file: String::new(),
+        function: "?".into(),
+        file: "".into(),
         line: 0,
     }
 }
@@ -316,7 +329,7 @@ mod tests {
             ["tab_here_newline;a:b;<Vec<u8>_as_Drop>::drop 42"]
         );
         // The frames themselves keep the real names.
-        assert_eq!(folded.stacks[0].0[1].function, "a;b");
+        assert_eq!(&*folded.stacks[0].0[1].function, "a;b");
     }
 
     #[test]

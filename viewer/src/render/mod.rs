@@ -119,14 +119,124 @@ fn run(mut opts: Options<'_>, lines: &[String]) -> Result<String, RenderError> {
     String::from_utf8(out).map_err(|e| RenderError(e.to_string()))
 }
 
+/// One node of the call tree built to merge narrow frames.
+struct Node {
+    name: std::sync::Arc<str>,
+    children: std::collections::HashMap<std::sync::Arc<str>, usize>,
+    /// Values of all stacks through this node (first and second count).
+    total: (i64, i64),
+    /// Values of stacks ending here.
+    own: (i64, i64),
+}
+
+/// Folded lines for inferno with every frame narrower than `min_width`
+/// pixels (on both sides of a diff) merged into its parent: the parent
+/// keeps the value, the narrow subtree is not drawn. This keeps
+/// a 100k-stack profile to the few thousand frames one can see, and inferno
+/// fast. `two` writes both counts (`stack A B`), else `stack B`.
+fn merged_lines<'a>(
+    stacks: impl Iterator<Item = (&'a [crate::fold::Frame], i64, i64)>,
+    width_px: f64,
+    min_width: f64,
+    two: bool,
+) -> Vec<String> {
+    let mut nodes = vec![Node {
+        name: "".into(),
+        children: Default::default(),
+        total: (0, 0),
+        own: (0, 0),
+    }];
+    for (frames, a, b) in stacks {
+        let mut at = 0;
+        nodes[0].total.0 += a;
+        nodes[0].total.1 += b;
+        for f in frames {
+            let next = match nodes[at].children.get(&f.function) {
+                Some(&i) => i,
+                None => {
+                    nodes.push(Node {
+                        name: f.function.clone(),
+                        children: Default::default(),
+                        total: (0, 0),
+                        own: (0, 0),
+                    });
+                    let i = nodes.len() - 1;
+                    nodes[at].children.insert(f.function.clone(), i);
+                    i
+                }
+            };
+            at = next;
+            nodes[at].total.0 += a;
+            nodes[at].total.1 += b;
+        }
+        nodes[at].own.0 += a;
+        nodes[at].own.1 += b;
+    }
+    let root = nodes[0].total.0.abs().max(nodes[0].total.1.abs()) as f64;
+    let threshold = root * min_width / width_px.max(1.0);
+    let mut out = Vec::new();
+    let line = |path: &str, (a, b): (i64, i64)| {
+        if two {
+            format!("{path} {a} {b}")
+        } else {
+            format!("{path} {b}")
+        }
+    };
+    // Depth-first, children in name order (the output is deterministic).
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    let mut top: Vec<&usize> = nodes[0].children.values().collect();
+    top.sort_by(|x, y| nodes[**x].name.cmp(&nodes[**y].name));
+    for &i in top.iter().rev() {
+        let mut path = String::new();
+        crate::fold::push_clean(&mut path, &nodes[*i].name);
+        stack.push((*i, path));
+    }
+    let narrow = |n: &Node| (n.total.0.abs().max(n.total.1.abs()) as f64) < threshold;
+    while let Some((i, path)) = stack.pop() {
+        let n = &nodes[i];
+        // Narrow children become part of this frame.
+        let mut own = n.own;
+        let mut kids: Vec<&usize> = Vec::new();
+        for k in n.children.values() {
+            if narrow(&nodes[*k]) {
+                own.0 += nodes[*k].total.0;
+                own.1 += nodes[*k].total.1;
+            } else {
+                kids.push(k);
+            }
+        }
+        if own != (0, 0) {
+            out.push(line(&path, own));
+        }
+        kids.sort_by(|x, y| nodes[**x].name.cmp(&nodes[**y].name));
+        for &k in kids.iter().rev() {
+            let mut p = path.clone();
+            p.push(';');
+            crate::fold::push_clean(&mut p, &nodes[*k].name);
+            stack.push((*k, p));
+        }
+    }
+    out
+}
+
+/// Width assumed for a fluid flamegraph when deciding what is too narrow.
+const FLUID_WIDTH_PX: f64 = 1200.0;
+
 /// The flamegraph of one folded profile, as an interactive SVG (click to
 /// zoom, Ctrl-F or `search(term)` to highlight, tooltips on hover).
 pub fn flamegraph(folded: &Folded, o: &FlameOptions) -> Result<String, RenderError> {
     if folded.stacks.is_empty() {
         return Ok(empty_svg(&o.title, "no samples of this type"));
     }
-    let opts = inferno_options(&o.clone().for_stacks(folded.stacks.len()), &folded.unit);
-    run(opts, &folded.lines())
+    let o = o.clone().for_stacks(folded.stacks.len());
+    let width = o.width.map_or(FLUID_WIDTH_PX, |w| w as f64);
+    let lines = merged_lines(
+        folded.stacks.iter().map(|(f, v)| (f.as_slice(), 0, *v)),
+        width,
+        o.min_width,
+        false,
+    );
+    run(inferno_options(&o, &folded.unit), &lines)
 }
 
 /// A differential flamegraph of `diff`: frames sized by `side`, colored by
@@ -139,25 +249,86 @@ pub fn diff_flamegraph(diff: &Diff, o: &FlameOptions, side: Side) -> Result<Stri
     if !drawn {
         return Ok(empty_svg(&o.title, "nothing on this side"));
     }
-    let mut opts = inferno_options(&o.clone().for_stacks(diff.stacks.len()), &diff.unit);
+    let o = o.clone().for_stacks(diff.stacks.len());
+    let width = o.width.map_or(FLUID_WIDTH_PX, |w| w as f64);
+    let mut opts = inferno_options(&o, &diff.unit);
     // inferno sizes frames by the second count and colors by second − first.
     // The base side swaps the counts and negates, so red still means "grew".
-    let lines = match side {
-        Side::New => diff.lines(),
-        Side::Base => {
-            opts.negate_differentials = true;
-            diff.lines().iter().map(|l| swap_counts(l)).collect()
-        }
-    };
+    let swap = side == Side::Base;
+    opts.negate_differentials = swap;
+    let lines = merged_lines(
+        diff.stacks.iter().map(|s| {
+            let (a, b) = if swap {
+                (s.new, s.base)
+            } else {
+                (s.base, s.new)
+            };
+            (s.frames.as_slice(), a, b)
+        }),
+        width,
+        o.min_width,
+        true,
+    );
     // Stacks absent on the drawn side have width 0 and are skipped by inferno.
     run(opts, &lines)
 }
 
-/// `stack A B` → `stack B A`.
-fn swap_counts(line: &str) -> String {
-    let mut parts = line.rsplitn(3, ' ');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(b), Some(a), Some(stack)) => format!("{stack} {b} {a}"),
-        _ => line.to_owned(),
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fold::Frame;
+
+    fn frames(names: &[&str]) -> Vec<Frame> {
+        names
+            .iter()
+            .map(|n| Frame {
+                function: (*n).into(),
+                file: "".into(),
+                line: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn narrow_frames_are_merged_into_their_parent_keeping_the_total() {
+        // One wide stack and 1000 tiny ones under `main;many`.
+        let wide = frames(&["main", "big"]);
+        let tiny: Vec<Vec<Frame>> = (0..1000)
+            .map(|i| frames(&["main", "many", &format!("f{i}")]))
+            .collect();
+        let mut input: Vec<(&[Frame], i64, i64)> = vec![(wide.as_slice(), 0, 1_000_000)];
+        input.extend(tiny.iter().map(|f| (f.as_slice(), 0, 10)));
+        // 1000 px wide, 1 px minimum: anything under 1,010 (0.1%) merges.
+        let lines = merged_lines(input.iter().copied(), 1000.0, 1.0, false);
+        assert_eq!(
+            lines,
+            vec!["main;big 1000000".to_owned(), "main;many 10000".to_owned()]
+        );
+        // Wide enough: every stack kept.
+        let lines = merged_lines(input.iter().copied(), 1000.0, 0.001, false);
+        assert_eq!(lines.len(), 1001);
+        let sum: i64 = lines
+            .iter()
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<i64>().unwrap())
+            .sum();
+        assert_eq!(sum, 1_010_000);
+    }
+
+    #[test]
+    fn a_diff_merges_only_what_is_narrow_on_both_sides() {
+        let gone = frames(&["main", "gone"]);
+        let grew = frames(&["main", "grew"]);
+        let input = vec![
+            (gone.as_slice(), 500_000, 0),
+            (grew.as_slice(), 1, 1_000_000),
+        ];
+        let lines = merged_lines(input.into_iter(), 1000.0, 1.0, true);
+        assert_eq!(
+            lines,
+            vec![
+                "main;gone 500000 0".to_owned(),
+                "main;grew 1 1000000".to_owned()
+            ]
+        );
     }
 }

@@ -419,12 +419,12 @@ struct TopRow {
 
 /// Flat (leaf) and cumulative (anywhere on the stack) values per function.
 fn top(f: &Folded) -> Vec<TopRow> {
-    let mut rows: HashMap<String, TopRow> = HashMap::new();
+    let mut rows: HashMap<std::sync::Arc<str>, TopRow> = HashMap::new();
     for (frames, v) in &f.stacks {
         let mut seen = std::collections::HashSet::new();
         for (i, fr) in frames.iter().enumerate() {
             let row = rows.entry(fr.function.clone()).or_insert_with(|| TopRow {
-                function: fr.function.clone(),
+                function: fr.function.to_string(),
                 at: if fr.file.is_empty() {
                     String::new()
                 } else {
@@ -608,10 +608,10 @@ fn ranked_table(
     for (i, g) in growth.iter().take(40).enumerate() {
         let class = if g.delta() > 0 { "grew" } else { "shrank" };
         let mut flags = String::new();
-        if g.base == 0 || new_leaves.contains(&g.function) {
+        if g.base == 0 || new_leaves.contains(g.function.as_str()) {
             flags.push_str("<span class=\"flag\">new stack</span> ");
         }
-        if g.new == 0 || gone_leaves.contains(&g.function) {
+        if g.new == 0 || gone_leaves.contains(g.function.as_str()) {
             flags.push_str("<span class=\"flag\">vanished stack</span>");
         }
         let at = if g.file.is_empty() {
