@@ -79,7 +79,7 @@ pub fn breakdown(s: &ResourceSample) -> Vec<(String, String, u64)> {
 /// What the pages show of one watch loop.
 pub fn target_view(name: &str, monitor: &Monitor) -> TargetView {
     let v = monitor.view();
-    let metrics = METRICS
+    let mut metrics: Vec<MetricView> = METRICS
         .iter()
         .filter(|m| **m != "cpu_seconds")
         .filter_map(|m| {
@@ -89,9 +89,30 @@ pub fn target_view(name: &str, monitor: &Monitor) -> TargetView {
                 points,
                 thresholds: thresholds(monitor.rules(), m, v.last.as_ref()),
                 unit: if m.ends_with("_bytes") { "bytes" } else { "" }.into(),
+                lines: Vec::new(),
             })
         })
         .collect();
+    // The breakdowns, one chart each with a line per kind or state.
+    let names = monitor.series_names();
+    for (prefix, title) in [
+        ("fds_by_kind:", "fds by kind"),
+        ("tcp:", "TCP sockets by state"),
+    ] {
+        let lines: Vec<(String, Vec<(f64, f64)>)> = names
+            .iter()
+            .filter_map(|n| n.strip_prefix(prefix).map(|k| (k, n)))
+            .map(|(k, n)| (k.to_owned(), monitor.series(n)))
+            .filter(|(_, p)| p.iter().any(|&(_, v)| v > 0.0))
+            .collect();
+        if !lines.is_empty() {
+            metrics.push(MetricView {
+                name: title.to_owned(),
+                lines,
+                ..MetricView::default()
+            });
+        }
+    }
     let level = v
         .levels
         .iter()

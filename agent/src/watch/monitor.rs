@@ -269,6 +269,15 @@ impl Monitor {
         view
     }
 
+    /// Names of every series kept: the rule metrics, plus the breakdowns as
+    /// `fds_by_kind:KIND` and `tcp:STATE`. Sorted.
+    pub fn series_names(&self) -> Vec<String> {
+        let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let mut names: Vec<String> = shared.series.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
     /// The time series of `metric` as (unix seconds, value) points.
     pub fn series(&self, metric: &str) -> Vec<(f64, f64)> {
         let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
@@ -453,6 +462,31 @@ fn run(
                             .entry((*name).to_owned())
                             .or_insert_with(|| Series::new(options.history))
                             .push(now, *v);
+                    }
+                    // The breakdowns, when this sample has them, as series of
+                    // their own (`fds_by_kind:tcp`, `tcp:CLOSE_WAIT`); a state
+                    // seen before and absent now is a 0.
+                    let mut breakdown: Vec<(String, f64)> = Vec::new();
+                    if let Some(k) = &s.fds_by_kind {
+                        breakdown.extend(
+                            k.iter()
+                                .map(|(kind, n)| (format!("fds_by_kind:{kind}"), n as f64)),
+                        );
+                    }
+                    if let Some(t) = &s.tcp_by_state {
+                        for state in crate::resource::TcpState::ALL {
+                            let key = format!("tcp:{}", state.as_str());
+                            let n = t.iter().find(|(st, _)| *st == state).map_or(0, |(_, n)| *n);
+                            if n > 0 || sh.series.contains_key(&key) {
+                                breakdown.push((key, n as f64));
+                            }
+                        }
+                    }
+                    for (key, v) in breakdown {
+                        sh.series
+                            .entry(key)
+                            .or_insert_with(|| Series::new(options.history))
+                            .push(now, v);
                     }
                     let mut transitions = Vec::new();
                     for (rule, state) in options.rules.iter().zip(states.iter_mut()) {

@@ -42,7 +42,7 @@ h1{font-size:20px;margin:8px 0 12px}h2{font-size:16px;margin:22px 0 8px}
 table{border-collapse:collapse;background:#fff;font-size:13px}
 th,td{border-bottom:1px solid #e3e7eb;padding:5px 9px;text-align:left;vertical-align:middle}
 th{background:#f0f3f6;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-code,.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
+code,.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}td.mono{word-break:break-all;max-width:520px}
 .badge{display:inline-block;padding:1px 8px;border-radius:9px;font-size:12px;font-weight:600}
 .ok{background:#dcf5e3;color:#13622d}.warning{background:#fff1c2;color:#7a5300}.critical{background:#ffd9d6;color:#9b1c12}
 .muted{color:#6b7580}.grew{color:#b3261e}.shrank{color:#1d5fb3}.flag{font-size:11px;padding:0 5px;border-radius:4px;background:#eef}
@@ -172,23 +172,45 @@ pub fn chart(
     markers: &[Marker],
     fmt: &dyn Fn(f64) -> String,
 ) -> String {
+    chart_lines(title, &[("", points)], thresholds, markers, fmt)
+}
+
+/// Colors of the lines of a multi-line chart, in order.
+const LINE_COLORS: [&str; 8] = [
+    "#2b6cb0", "#c05621", "#2f855a", "#6b46c1", "#b83280", "#2c7a7b", "#975a16", "#4a5568",
+];
+
+/// [`chart`] with several named lines (fds by kind, sockets by state) and a
+/// legend; the first line is drawn last, on top.
+pub fn chart_lines(
+    title: &str,
+    lines: &[(&str, &[(f64, f64)])],
+    thresholds: &[Threshold],
+    markers: &[Marker],
+    fmt: &dyn Fn(f64) -> String,
+) -> String {
     let (w, h, left, bottom) = (640.0, 150.0, 64.0, 20.0);
-    let (t0, t1, v0, v1) = bounds(points, thresholds);
+    let all: Vec<(f64, f64)> = lines.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+    let (t0, t1, v0, v1) = bounds(&all, thresholds);
     let x = |t: f64| left + (t - t0) / (t1 - t0) * (w - left - 8.0);
     let y = |v: f64| (h - bottom) - (v - v0) / (v1 - v0) * (h - bottom - 8.0);
     let mut svg = format!(
         "<svg class=\"chart\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" xmlns=\"http://www.w3.org/2000/svg\" font-family=\"sans-serif\" font-size=\"10\">\
          <rect x=\"{left}\" y=\"0\" width=\"{}\" height=\"{}\" fill=\"#fff\" stroke=\"#e3e7eb\"/>\
-         <text x=\"{left}\" y=\"-2\">{}</text>\
          <text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text><text x=\"{}\" y=\"12\" text-anchor=\"end\">{}</text>",
         w - left - 8.0,
         h - bottom,
-        escape(title),
         left - 4.0,
         h - bottom,
         escape(&fmt(v0)),
         left - 4.0,
         escape(&fmt(v1 / 1.05)),
+    );
+    let _ = write!(
+        svg,
+        "<text x=\"{}\" y=\"11\" font-weight=\"600\">{}</text>",
+        left + 6.0,
+        escape(title)
     );
     let span = t1 - t0;
     let _ = write!(
@@ -214,15 +236,30 @@ pub fn chart(
             y = y(th.value)
         );
     }
-    let path: Vec<String> = points
-        .iter()
-        .map(|&(t, v)| format!("{:.1},{:.1}", x(t), y(v)))
-        .collect();
-    let _ = write!(
-        svg,
-        "<polyline fill=\"none\" stroke=\"#2b6cb0\" stroke-width=\"1.6\" points=\"{}\"/>",
-        path.join(" ")
-    );
+    for (i, (name, points)) in lines.iter().enumerate().rev() {
+        let color = LINE_COLORS[i % LINE_COLORS.len()];
+        let path: Vec<String> = points
+            .iter()
+            .map(|&(t, v)| format!("{:.1},{:.1}", x(t), y(v)))
+            .collect();
+        let _ = write!(
+            svg,
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.6\" points=\"{}\"><title>{}</title></polyline>",
+            path.join(" "),
+            escape(name)
+        );
+        if !name.is_empty() {
+            let last = points.last().map_or(String::new(), |&(_, v)| fmt(v));
+            let _ = write!(
+                svg,
+                "<text class=\"legend\" x=\"{}\" y=\"{}\" text-anchor=\"end\" fill=\"{color}\">{} {}</text>",
+                w - 12.0,
+                14.0 + 11.0 * i as f64,
+                escape(name),
+                escape(&last)
+            );
+        }
+    }
     for m in markers.iter().filter(|m| m.at >= t0 && m.at <= t1) {
         let mx = x(m.at);
         if m.alert {

@@ -42,6 +42,9 @@ pub struct MetricView {
     pub thresholds: Vec<Threshold>,
     /// `"bytes"` for sizes, `""` for counts.
     pub unit: String,
+    /// For a chart of several lines (fds by kind, sockets by state): the
+    /// named lines, drawn instead of `points`.
+    pub lines: Vec<(String, Vec<(f64, f64)>)>,
 }
 
 /// A rule's state change.
