@@ -7,7 +7,7 @@
 //! |-------|-------|----------|
 //! | `GET /leak/heap?kb=N` | N KiB (default 64) kept alive forever | [`leak_heap_kib`] |
 //! | `GET /leak/thread` | a thread that never ends | thread name `leaky-thread` |
-//! | `GET /leak/fd` | an open file that is never closed | `/dev/null` |
+//! | `GET /leak/fd` | an open file (with its 8 KiB read buffer) that is never closed | `/dev/null`, [`leak_fd`] |
 //! | `POST /leak/fd/close` | nothing: closes every fd leaked so far (the "fix") | |
 //! | `GET /leak/task` | a tokio task that never completes | [`leaked_task`] |
 //! | `GET /` | nothing: normal work that allocates and frees | |
@@ -24,7 +24,7 @@ use axum::routing::{get, post};
 /// Memory kept alive by `/leak/heap`.
 static HEAP: Mutex<Vec<Box<[u8]>>> = Mutex::new(Vec::new());
 /// Files kept open by `/leak/fd`.
-static FILES: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+static FILES: Mutex<Vec<std::io::BufReader<std::fs::File>>> = Mutex::new(Vec::new());
 /// Counters of what was leaked, for the `/leak/stats` route.
 static LEAKED_KIB: AtomicU64 = AtomicU64::new(0);
 static LEAKED_THREADS: AtomicU64 = AtomicU64::new(0);
@@ -77,10 +77,14 @@ async fn leak_thread() -> String {
     }
 }
 
-async fn leak_fd() -> String {
+/// The route `/leak/fd`: opens `/dev/null` and keeps it, buffered, forever.
+pub async fn leak_fd() -> String {
     match std::fs::File::open("/dev/null") {
         Ok(f) => {
-            FILES.lock().unwrap_or_else(|e| e.into_inner()).push(f);
+            // As files usually are: read through a buffer that lives as
+            // long as the file.
+            let reader = std::io::BufReader::new(f);
+            FILES.lock().unwrap_or_else(|e| e.into_inner()).push(reader);
             let n = LEAKED_FDS.fetch_add(1, Ordering::Relaxed) + 1;
             format!("leaked fd {n}\n")
         }

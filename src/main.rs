@@ -14,7 +14,9 @@ fn main() {
     // `watch` prints alerts and status changes on stdout itself, so the watch
     // loop's own log lines about them are left out by default.
     let default_filter = match args.command {
-        cli::Command::Watch(_) => "warn,leakscope_agent::watch::monitor=error",
+        cli::Command::Watch(_) | cli::Command::Demo(_) => {
+            "warn,leakscope_agent::watch::monitor=error"
+        }
         _ => "warn",
     };
     tracing_subscriber::fmt()

@@ -25,38 +25,54 @@ fn bad_usage_exits_2_with_a_message() {
 }
 
 #[test]
-fn demo_finds_the_heap_leak_by_function_file_and_line() {
+fn demo_names_every_leak_kind_by_function_file_and_line() {
     let out = leakscope()
-        .args(["demo", "--exit", "--requests", "200"])
+        .args(["demo", "--exit", "--duration", "5s"])
         .output()
         .expect("run leakscope demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "demo failed: {stderr}\n{stdout}");
     let src = include_str!("../src/leaky.rs");
-    let line = src
-        .lines()
-        .position(|l| l.contains("let block = vec![0x5au8;"))
-        .expect("allocation line")
-        + 1;
+    let line_of = |needle: &str| {
+        src.lines()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle:?} in src/leaky.rs"))
+            + 1
+    };
+    let heap_line = line_of("let block = vec![0x5au8;");
     let expected =
-        format!("FOUND: heap leak at leakscope::leaky::leak_heap_kib (src/leaky.rs:{line})");
+        format!("FOUND: heap leak at leakscope::leaky::leak_heap_kib (src/leaky.rs:{heap_line})");
     assert!(
         stdout.contains(&expected),
         "expected {expected:?} in:\n{stdout}"
     );
-    // 50 leaking requests of 256 KiB: the estimate is within 25% of 12.5 MiB.
-    let growth = stdout
-        .lines()
-        .find(|l| l.contains("leak_heap_kib") && l.contains("MiB") && !l.contains("FOUND"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .expect("growth in the ranked table");
-    assert!(
-        (9.4..=15.7).contains(&growth),
-        "growth {growth} MiB:\n{stdout}"
-    );
-    // The other leaks of the load phase show in the counters.
-    assert!(stdout.contains("threads "), "{stdout}");
+    for (kind, function) in [
+        ("thread", "leakscope::leaky::leak_thread"),
+        ("task", "leakscope::leaky::leak_task"),
+        ("fd", "leakscope::leaky::leak_fd"),
+    ] {
+        let found = stdout
+            .lines()
+            .find(|l| l.contains(&format!("FOUND: {kind} leak at ")))
+            .unwrap_or_else(|| panic!("no {kind} line in:\n{stdout}"));
+        assert!(
+            found.contains(function) && found.contains("(src/leaky.rs:"),
+            "{found}"
+        );
+    }
+    // The scorecard lists the four kinds as found, and the viewer's diff.
+    for kind in ["heap", "threads", "tasks", "fds"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.trim_start().starts_with(kind) && l.contains(" yes ")),
+            "{kind} in the scorecard:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("/debug/pprof/ui/diff?base="), "{stdout}");
+    // Counters moved and alerts fired while it ran.
+    assert!(stdout.contains("alert "), "{stdout}");
 }
 
 #[test]

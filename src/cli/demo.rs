@@ -1,27 +1,39 @@
-//! `leakscope demo`: starts the leaky service with the agent in this
-//! process, takes a heap profile, puts the service under load (some
-//! requests leak heap, threads and file descriptors), takes a second
-//! profile, and names what grew: function, file and line.
+//! `leakscope demo`: the whole story in one command. It starts the leaky
+//! example service with the agent (watch loop, snapshot store, viewer) in
+//! this process, puts it under load with the built-in load generator (most
+//! requests are normal, some leak heap, threads, tokio tasks or file
+//! descriptors), shows the counters and the alerts as they move, and ends
+//! with a scorecard: for each kind of leak, whether it was found, how fast,
+//! and the function and file:line that leaks, plus the viewer page of the
+//! diff. The service and the viewer stay up until Ctrl-C (`--exit` stops).
 
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use leakscope::agent::profile::Profile;
-use leakscope::viewer::{DiffOptions, rank_growth};
-
+use leakscope::agent::store::{NewSnapshot, Store, StoreOptions, Trigger};
+use leakscope::agent::watch::monitor::{MonitorOptions, MonitorView};
+use leakscope::agent::watch::rules::{Condition, Rule};
+use leakscope::agent::{AgentBuilder, AgentParts};
 use leakscope::client;
+use leakscope::ui::AgentBuilderExt;
+use leakscope::viewer::attribute::{Kind, creation_sites, site_by_count};
+use leakscope::viewer::render::table::format_delta;
+use leakscope::viewer::{DiffOptions, Growth, rank_growth};
 
 /// Settings of the demo.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
-    /// Requests to send during the load phase.
-    #[arg(long, default_value_t = 400)]
-    pub requests: usize,
-    /// Concurrent connections of the load phase.
+    /// How long to load the service.
+    #[arg(long, default_value = "10s", value_parser = super::watch::parse_duration)]
+    pub duration: Duration,
+    /// Concurrent connections of the load.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
-    /// Stop at the end instead of keeping the service up for a look.
+    /// Stop at the end instead of keeping the service and viewer up.
     #[arg(long)]
     pub exit: bool,
     /// Address for the service (port 0 picks a free port).
@@ -30,184 +42,476 @@ pub struct DemoArgs {
 }
 
 const TIMEOUT: Duration = Duration::from_secs(20);
-/// KiB kept by each leaking heap request.
-const LEAK_KIB: u64 = 256;
+
+/// Average bytes between heap samples. Fine enough that the small
+/// allocations made when a thread, a task or a file is created are seen:
+/// they are how the scorecard names the code that creates them.
+const SAMPLE_BYTES: u64 = 1024;
+
+/// Requests per second of the load, in all.
+const RATE: f64 = 800.0;
+
+/// The load: normal requests, and a few that leak each kind.
+const MIX: &[(&str, u32)] = &[
+    ("/", 80),
+    ("/leak/heap?kb=64", 8),
+    ("/leak/thread", 2),
+    ("/leak/task", 3),
+    ("/leak/fd", 2),
+];
+
+/// Growth rules with windows short enough for a demo of seconds.
+fn demo_rules() -> Vec<Rule> {
+    let growth = |metric: &str, per_minute: f64| {
+        Rule::new(
+            format!("{metric}_growth"),
+            metric,
+            Condition::Growth {
+                per_minute,
+                critical_per_minute: None,
+                window_secs: 2.0,
+            },
+        )
+    };
+    vec![
+        growth("rss_bytes", 30.0 * 1024.0 * 1024.0),
+        growth("threads", 30.0),
+        growth("tokio_tasks", 60.0),
+        growth("open_fds", 30.0),
+    ]
+}
+
+/// One leak kind of the scorecard: its rule and how it is named.
+struct Leak {
+    kind: &'static str,
+    rule: &'static str,
+    found: Option<Growth>,
+    detected: Option<f64>,
+}
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    println!("leakscope demo: a service that leaks under load, and the leak named\n");
-    // A finer sample interval than jemalloc's 512 KiB default, so a short
-    // demo gets plenty of samples. It resets the heap profile, which is fine
-    // before the service starts.
-    use leakscope::ui::AgentBuilderExt;
-    let agent = leakscope::AgentBuilder::new()
-        .heap_sample_interval(64 * 1024)?
-        .with_ui()
-        .router();
+    println!("leakscope demo: a service that leaks under load, and each leak named\n");
+    let data = std::env::temp_dir().join(format!("leakscope-demo-{}", std::process::id()));
+    let store = Store::open(&data, StoreOptions::default())
+        .with_context(|| format!("opening a snapshot store in {}", data.display()))?;
+    let parts: Arc<OnceLock<AgentParts>> = Arc::default();
+    let agent = {
+        let parts = parts.clone();
+        // A much finer heap sample interval than jemalloc's 512 KiB default
+        // (it resets the heap profile, which is fine before the service
+        // starts).
+        AgentBuilder::new()
+            .heap_sample_interval(SAMPLE_BYTES)?
+            .watch(
+                MonitorOptions::default()
+                    .interval(Duration::from_millis(250))
+                    .rules(demo_rules()),
+            )
+            .store(store.clone())
+            .with_ui()
+            .extra_routes(move |p| {
+                let _ = parts.set(p.clone());
+                axum::Router::new()
+            })
+            .router()
+    };
     let app = leakscope::leaky::router().merge(agent);
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    println!(
-        "  service     http://{addr}/   (pprof at http://{addr}/debug/pprof/, viewer at http://{addr}/debug/pprof/ui/)"
-    );
+    let monitor = parts
+        .get()
+        .and_then(|p| p.monitor.clone())
+        .context("the agent's watch loop did not start")?;
+    println!("  service  http://{addr}/");
+    println!("  pprof    http://{addr}/debug/pprof/");
+    println!("  viewer   http://{addr}/debug/pprof/ui/\n");
 
-    let (threads0, fds0) = counts()?;
+    // A quiet start, then the "before" heap snapshot.
+    drive(
+        addr,
+        &[("/", 1)],
+        Duration::from_millis(1500),
+        2,
+        &mut |_| {},
+    )
+    .await?;
+    let base = snapshot(addr, &store, "before the load").await?;
+    let before = monitor.view();
+    println!("  [1/3] healthy: {}", counters(&before));
+
+    println!(
+        "  [2/3] load: {} at {RATE:.0} requests/s on {} connections; 1 request in {} leaks something",
+        human_secs(args.duration.as_secs_f64()),
+        args.concurrency,
+        MIX.iter().map(|(_, w)| w).sum::<u32>()
+            / MIX[1..].iter().map(|(_, w)| w).sum::<u32>().max(1)
+    );
     let started = Instant::now();
-    println!("  [1/4] baseline heap profile");
-    let base = fetch_profile(addr, "/debug/pprof/heap").await?;
-    println!("        {} stacks", base.sample.len());
-
-    println!(
-        "  [2/4] load: {} requests on {} connections; 1 in 4 leaks {LEAK_KIB} KiB, 1 in 40 a thread, 1 in 40 an fd",
-        args.requests, args.concurrency
-    );
-    load(addr, args.requests, args.concurrency.max(1)).await?;
-
-    println!("  [3/4] heap profile after load");
-    let after = fetch_profile(addr, "/debug/pprof/heap").await?;
-    let elapsed = started.elapsed();
-
-    println!("  [4/4] what grew (inuse_space), largest first:\n");
-    let options = DiffOptions::default().with_sample_type("inuse_space");
-    let ranked = rank_growth(&base, &after, &options)?;
-    println!(
-        "        {:>4}  {:>10}  {:<44} file:line",
-        "rank", "growth", "function"
-    );
-    for (i, g) in ranked.iter().take(5).enumerate() {
-        println!(
-            "        {:>4}  {:>10}  {:<44} {}:{}",
-            i + 1,
-            human_bytes(g.delta()),
-            g.function,
-            short_path(&g.file),
-            g.line
-        );
+    let load_start = now_unix();
+    let mut leaks = vec![
+        Leak {
+            kind: "heap",
+            rule: "rss_bytes_growth",
+            found: None,
+            detected: None,
+        },
+        Leak {
+            kind: "threads",
+            rule: "threads_growth",
+            found: None,
+            detected: None,
+        },
+        Leak {
+            kind: "tasks",
+            rule: "tokio_tasks_growth",
+            found: None,
+            detected: None,
+        },
+        Leak {
+            kind: "fds",
+            rule: "open_fds_growth",
+            found: None,
+            detected: None,
+        },
+    ];
+    let tty = std::io::stdout().is_terminal();
+    let mut seen_alerts = before.alerts_total;
+    let mut last_line = Instant::now() - Duration::from_secs(10);
+    let report = {
+        let monitor = monitor.clone();
+        let total = args.duration;
+        let mut tick = |p: &Tick| {
+            let view = monitor.view();
+            // Alerts as they fire, each on a line of its own.
+            if view.alerts_total > seen_alerts {
+                let new = (view.alerts_total - seen_alerts) as usize;
+                for a in view.alerts.iter().rev().take(new).rev() {
+                    if tty {
+                        print!("\r\x1b[2K");
+                    }
+                    println!(
+                        "        alert {:>5.1}s  {} -> {}: {}",
+                        started.elapsed().as_secs_f64(),
+                        a.rule,
+                        a.to,
+                        a.message
+                    );
+                    let at = a.at - load_start;
+                    if a.to > a.from && at >= 0.0 {
+                        for l in leaks
+                            .iter_mut()
+                            .filter(|l| l.rule == a.rule && l.detected.is_none())
+                        {
+                            l.detected = Some(at);
+                        }
+                    }
+                }
+                seen_alerts = view.alerts_total;
+            }
+            let progress = (p.elapsed.as_secs_f64() / total.as_secs_f64()).min(1.0);
+            let filled = (progress * 24.0) as usize;
+            let line = format!(
+                "        [{}{}] {:>4.1}s  {} requests ({:.0}/s)  {}",
+                "#".repeat(filled),
+                "-".repeat(24 - filled),
+                p.elapsed.as_secs_f64(),
+                p.sent,
+                p.sent as f64 / p.elapsed.as_secs_f64().max(0.001),
+                counters(&view)
+            );
+            if tty {
+                print!("\r\x1b[2K{line}");
+                let _ = std::io::stdout().flush();
+            } else if last_line.elapsed() >= Duration::from_secs(2) {
+                println!("{line}");
+                last_line = Instant::now();
+            }
+        };
+        drive(addr, MIX, args.duration, args.concurrency.max(1), &mut tick).await?
+    };
+    if tty {
+        println!();
     }
-    let (threads1, fds1) = counts()?;
-    println!();
-    println!("        threads {threads0} -> {threads1}, open fds {fds0} -> {fds1}");
-    let Some(top) = ranked.first().filter(|g| g.delta() > 0) else {
-        bail!("no heap growth was found; the demo's leak was not seen");
+    println!("        {report}");
+    // Late alerts: the growth rules may need one more sample.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let after_view = monitor.view();
+    for a in &after_view.alerts {
+        let at = a.at - load_start;
+        if a.to > a.from && at >= 0.0 {
+            for l in leaks
+                .iter_mut()
+                .filter(|l| l.rule == a.rule && l.detected.is_none())
+            {
+                l.detected = Some(at);
+            }
+        }
+    }
+
+    println!("  [3/3] the \"after\" heap snapshot, and what grew");
+    let new = snapshot(addr, &store, "after the load").await?;
+    let (base_p, new_p) = (load_profile(&store, &base)?, load_profile(&store, &new)?);
+    let ranked = rank_growth(
+        &base_p,
+        &new_p,
+        &DiffOptions::default().with_sample_type("inuse_space"),
+    )?;
+    leaks[0].found = ranked
+        .iter()
+        .find(|g| !leakscope::viewer::attribute::is_library_file(&g.file))
+        .filter(|g| g.delta() > 0)
+        .cloned();
+    for (kind, site) in creation_sites(&base_p, &new_p, &Kind::defaults(), None)? {
+        if let Some(l) = leaks.iter_mut().find(|l| l.kind == kind) {
+            l.found = site;
+        }
+    }
+    // Opening a file allocates nothing to see; match the fd count's growth
+    // to the code that created as many objects (the files' buffers).
+    let fd_growth = match (&before.last, &after_view.last) {
+        (Some(a), Some(b)) => b.open_fds as i64 - a.open_fds as i64,
+        _ => 0,
     };
-    let verdict = if top.function.ends_with("leak_heap_kib") {
-        "FOUND"
-    } else {
-        "SUSPECT"
-    };
+    let taken: Vec<String> = leaks
+        .iter()
+        .filter_map(|l| l.found.as_ref().map(|g| g.function.clone()))
+        .collect();
+    let taken: Vec<&str> = taken.iter().map(String::as_str).collect();
+    if let Some(l) = leaks
+        .iter_mut()
+        .find(|l| l.kind == "fds" && l.found.is_none())
+    {
+        l.found = site_by_count(&base_p, &new_p, fd_growth, &taken)?;
+    }
+
     println!(
-        "\n  {verdict}: heap leak at {} ({}:{}), +{} in {:.1}s",
-        top.function,
-        short_path(&top.file),
-        top.line,
-        human_bytes(top.delta()),
-        elapsed.as_secs_f64()
+        "\n  Scorecard ({} -> {}):\n",
+        counters(&before),
+        counters(&after_view)
     );
+    println!(
+        "        {:<8} {:<6} {:>9}  {:<44} file:line",
+        "leak", "found", "detected", "function"
+    );
+    for l in &leaks {
+        let up_before = before.levels.iter().any(|(rule, _, level)| {
+            rule == l.rule && *level != leakscope::agent::watch::rules::Level::Ok
+        });
+        let detected = match l.detected {
+            Some(d) => human_secs(d),
+            None if up_before => "before".to_owned(),
+            None => "-".to_owned(),
+        };
+        match &l.found {
+            Some(g) => println!(
+                "        {:<8} {:<6} {:>9}  {:<44} {}:{}",
+                l.kind,
+                "yes",
+                detected,
+                g.function,
+                short_path(&g.file),
+                g.line
+            ),
+            None => println!("        {:<8} {:<6} {:>9}  -", l.kind, "no", detected),
+        }
+    }
+    println!();
+    for l in &leaks {
+        if let Some(g) = &l.found {
+            let evidence = if l.kind == "heap" {
+                format!("{} in use", format_delta(g.delta(), "bytes"))
+            } else {
+                format!("~{} allocations there during the load", g.delta())
+            };
+            let alert = l.detected.map_or(String::new(), |d| {
+                format!(", alert after {}", human_secs(d))
+            });
+            println!(
+                "  FOUND: {} leak at {} ({}:{}), {evidence}{alert}",
+                singular(l.kind),
+                g.function,
+                short_path(&g.file),
+                g.line,
+            );
+        }
+    }
+    let diff_url = format!(
+        "http://{addr}/debug/pprof/ui/diff?base={}&new={}&type=inuse_space",
+        base, new
+    );
+    println!("\n  The diff, in the viewer: {diff_url}");
+    let missed: Vec<&str> = leaks
+        .iter()
+        .filter(|l| l.found.is_none())
+        .map(|l| l.kind)
+        .collect();
     if args.exit {
         server.abort();
+        println!(
+            "  Snapshots kept in {} (leakscope view {} shows them).",
+            data.display(),
+            data.join("snapshots").display()
+        );
+        if !missed.is_empty() {
+            bail!("not found: {}", missed.join(", "));
+        }
         return Ok(());
     }
-    println!(
-        "\n  The service stays up. Look for yourself:\n    go tool pprof -top http://{addr}/debug/pprof/heap\n  Ctrl-C to stop (--exit stops here)."
-    );
+    println!("  The service and the viewer stay up; Ctrl-C to stop (--exit stops here).");
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;
     server.abort();
+    let _ = std::fs::remove_dir_all(&data);
     Ok(())
 }
 
-async fn fetch_profile(addr: SocketAddr, path: &str) -> anyhow::Result<Profile> {
-    let res = client::get(addr, path, TIMEOUT).await?;
-    if res.status != 200 {
-        bail!("GET {path}: {}: {}", res.status, res.text().trim());
-    }
-    Ok(Profile::decode_bytes(&res.body, path)?)
+fn now_unix() -> f64 {
+    leakscope::agent::collect::unix_seconds(std::time::SystemTime::now())
 }
 
-/// Sends `total` requests from `concurrency` workers, printing progress.
-async fn load(addr: SocketAddr, total: usize, concurrency: usize) -> anyhow::Result<()> {
-    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+fn singular(kind: &str) -> &str {
+    match kind {
+        "threads" => "thread",
+        "tasks" => "task",
+        "fds" => "fd",
+        k => k,
+    }
+}
+
+fn human_secs(s: f64) -> String {
+    format!("{s:.1} s")
+}
+
+/// `threads 21 fds 30 tasks 5 rss 40.1 MiB`
+fn counters(v: &MonitorView) -> String {
+    let Some(s) = &v.last else {
+        return "no sample yet".into();
+    };
+    format!(
+        "threads {} fds {} rss {:.1} MiB",
+        s.threads,
+        s.open_fds,
+        s.rss_bytes as f64 / (1024.0 * 1024.0)
+    )
+}
+
+/// Pulls the service's heap profile and keeps it in the store; its id.
+async fn snapshot(addr: SocketAddr, store: &Store, label: &str) -> anyhow::Result<String> {
+    let res = client::get(addr, "/debug/pprof/heap", TIMEOUT).await?;
+    if res.status != 200 {
+        bail!(
+            "GET /debug/pprof/heap: {}: {}",
+            res.status,
+            res.text().trim()
+        );
+    }
+    let store = store.clone();
+    let label = label.to_owned();
+    let meta = tokio::task::spawn_blocking(move || {
+        let mut snap = NewSnapshot::new("leaky_service", "heap", &res.body);
+        snap.trigger = Trigger::Manual;
+        snap.pid = Some(std::process::id());
+        snap.labels.insert("demo".into(), label);
+        store.put(snap)
+    })
+    .await??;
+    Ok(meta.id)
+}
+
+/// Progress of the load, for the demo's line.
+struct Tick {
+    sent: u64,
+    elapsed: Duration,
+}
+
+/// Puts `addr` under load with a weighted `mix` of paths for `duration`,
+/// calling `tick` about every 200 ms; returns the load's summary line.
+async fn drive(
+    addr: SocketAddr,
+    mix: &[(&str, u32)],
+    duration: Duration,
+    concurrency: usize,
+    tick: &mut dyn FnMut(&Tick),
+) -> anyhow::Result<String> {
+    let paths: Vec<String> = mix
+        .iter()
+        .flat_map(|(p, w)| std::iter::repeat_n((*p).to_owned(), *w as usize))
+        .collect();
+    let paths = Arc::new(paths);
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..concurrency {
-        let next = next.clone();
+    for w in 0..concurrency {
+        let (paths, sent, errors) = (paths.clone(), sent.clone(), errors.clone());
         workers.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= total {
-                    return anyhow::Ok(());
+            let mut conn: Option<client::Connection> = None;
+            let mut i = w * 7;
+            // Each worker sends at RATE / concurrency, on a schedule.
+            let every = Duration::from_secs_f64(concurrency as f64 / RATE);
+            let mut next =
+                tokio::time::Instant::now() + every.mul_f64(w as f64 / concurrency as f64);
+            while started.elapsed() < duration {
+                tokio::time::sleep_until(next).await;
+                next += every;
+                let path = &paths[i % paths.len()];
+                i += 1;
+                if conn.is_none() {
+                    conn = client::Connection::connect(addr, TIMEOUT).await.ok();
                 }
-                let path = match i {
-                    i if i % 40 == 1 => "/leak/thread".to_owned(),
-                    i if i % 40 == 2 => "/leak/fd".to_owned(),
-                    i if i % 4 == 0 => format!("/leak/heap?kb={LEAK_KIB}"),
-                    _ => "/".to_owned(),
+                let Some(c) = conn.as_mut() else {
+                    errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
                 };
-                let res = client::get(addr, &path, TIMEOUT).await?;
-                if res.status != 200 {
-                    bail!("GET {path}: status {}", res.status);
+                match c.get(path, TIMEOUT).await {
+                    Ok(r) if r.status == 200 => {}
+                    _ => {
+                        errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        conn = None;
+                    }
                 }
+                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         });
     }
-    let width = 30;
-    let mut shown = usize::MAX;
     loop {
-        let done = next.load(std::sync::atomic::Ordering::Relaxed).min(total);
-        if done != shown {
-            shown = done;
-            let filled = (done * width).checked_div(total).unwrap_or(width);
-            print!(
-                "\r        [{}{}] {done}/{total}",
-                "#".repeat(filled),
-                "-".repeat(width - filled)
-            );
-            use std::io::Write;
-            let _ = std::io::stdout().flush();
-        }
+        tick(&Tick {
+            sent: sent.load(std::sync::atomic::Ordering::Relaxed),
+            elapsed: started.elapsed(),
+        });
         if workers.is_empty() {
             break;
         }
         tokio::select! {
             r = workers.join_next() => {
                 if let Some(r) = r {
-                    r.context("load worker panicked")??;
+                    r.context("load worker panicked")?;
                 }
             }
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     }
-    println!();
-    Ok(())
+    let n = sent.load(std::sync::atomic::Ordering::Relaxed);
+    Ok(format!(
+        "{n} requests in {:.1} s, {} errors",
+        started.elapsed().as_secs_f64(),
+        errors.load(std::sync::atomic::Ordering::Relaxed)
+    ))
 }
 
-/// Threads and open fds of this process, from the agent's /proc sampler.
-fn counts() -> anyhow::Result<(u64, u64)> {
-    let s = leakscope::agent::resource::sample(
-        leakscope::agent::resource::Target::SelfProcess,
-        &Default::default(),
-    )?;
-    Ok((s.threads, s.open_fds))
-}
-
-fn human_bytes(b: i64) -> String {
-    let a = b.unsigned_abs() as f64;
-    let sign = if b < 0 { "-" } else { "" };
-    if a >= 1024.0 * 1024.0 {
-        format!("{sign}{:.1} MiB", a / 1024.0 / 1024.0)
-    } else if a >= 1024.0 {
-        format!("{sign}{:.1} KiB", a / 1024.0)
-    } else {
-        format!("{sign}{a} B")
-    }
+fn load_profile(store: &Store, id: &str) -> anyhow::Result<Profile> {
+    Ok(Profile::decode_bytes(&store.read(id)?, id)?)
 }
 
 /// The path relative to this crate when it is inside it.
 fn short_path(file: &str) -> &str {
     let root = env!("CARGO_MANIFEST_DIR");
     file.strip_prefix(root)
-        .map(|s| s.trim_start_matches('/'))
+        .map(|f| f.trim_start_matches('/'))
         .unwrap_or(file)
 }
