@@ -13,6 +13,7 @@
 //!   processes through /proc and pulls their pprof profiles into a store;
 //! - [`ui`]: the web viewer wired to the agent (`/debug/pprof/ui/`) and to
 //!   the sidecar (`/ui/`);
+//! - [`load`]: the load generator behind `leakscope load` and the demo;
 //! - [`leaky`]: a service that leaks on purpose, used by `leakscope demo`,
 //!   the examples and the tests;
 //!
@@ -20,6 +21,7 @@
 //! See README.md for the quick start.
 
 pub mod leaky;
+pub mod load;
 pub mod sidecar;
 #[cfg(feature = "viewer")]
 pub mod ui;

@@ -39,6 +39,7 @@ fn main() {
             cli::Command::Watch(a) => cli::watch::run(*a).await,
             cli::Command::Diff(a) => cli::diff::run(a),
             cli::Command::View(a) => cli::view::run(a).await,
+            cli::Command::Load(a) => cli::load::run(a).await,
         }
     });
     if let Err(e) = result {

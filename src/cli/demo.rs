@@ -18,11 +18,11 @@ use leakscope::agent::store::{NewSnapshot, Store, StoreOptions, Trigger};
 use leakscope::agent::watch::monitor::{MonitorOptions, MonitorView};
 use leakscope::agent::watch::rules::{Condition, Rule};
 use leakscope::agent::{AgentBuilder, AgentParts};
-use leakscope::client;
 use leakscope::ui::AgentBuilderExt;
 use leakscope::viewer::attribute::{Kind, creation_sites, site_by_count};
 use leakscope::viewer::render::table::format_delta;
 use leakscope::viewer::{DiffOptions, Growth, rank_growth};
+use leakscope::{client, load};
 
 /// Settings of the demo.
 #[derive(Debug, Clone, clap::Args)]
@@ -129,12 +129,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  pprof    http://{addr}/debug/pprof/");
     println!("  viewer   http://{addr}/debug/pprof/ui/\n");
 
-    // A quiet start, then the "before" heap snapshot.
+    // A quiet start, longer than the rules' window so that they settle,
+    // then the "before" heap snapshot.
     drive(
         addr,
         &[("/", 1)],
-        Duration::from_millis(1500),
+        Duration::from_millis(2500),
         2,
+        Some(100.0),
         &mut |_| {},
     )
     .await?;
@@ -230,7 +232,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 last_line = Instant::now();
             }
         };
-        drive(addr, MIX, args.duration, args.concurrency.max(1), &mut tick).await?
+        drive(
+            addr,
+            MIX,
+            args.duration,
+            args.concurrency.max(1),
+            Some(RATE),
+            &mut tick,
+        )
+        .await?
     };
     if tty {
         println!();
@@ -321,10 +331,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!();
     for l in &leaks {
         if let Some(g) = &l.found {
-            let evidence = if l.kind == "heap" {
-                format!("{} in use", format_delta(g.delta(), "bytes"))
-            } else {
-                format!("~{} allocations there during the load", g.delta())
+            let evidence = match l.kind {
+                "heap" => format!("{} in use", format_delta(g.delta(), "bytes")),
+                "fds" => format!(
+                    "~{} more live objects there, as many as the new fds",
+                    g.delta()
+                ),
+                _ => format!("~{} allocations there during the load", g.delta()),
             };
             let alert = l.detected.map_or(String::new(), |d| {
                 format!(", alert after {}", human_secs(d))
@@ -428,79 +441,60 @@ struct Tick {
     elapsed: Duration,
 }
 
-/// Puts `addr` under load with a weighted `mix` of paths for `duration`,
-/// calling `tick` about every 200 ms; returns the load's summary line.
+/// Puts `addr` under load with the load generator ([`leakscope::load`]): a
+/// weighted `mix` of paths for `duration`, paced at `rate` requests per
+/// second in all (a closed loop without), calling `tick` about every 200 ms
+/// on this task; returns the load's one-line summary.
 async fn drive(
     addr: SocketAddr,
     mix: &[(&str, u32)],
     duration: Duration,
     concurrency: usize,
+    rate: Option<f64>,
     tick: &mut dyn FnMut(&Tick),
 ) -> anyhow::Result<String> {
-    let paths: Vec<String> = mix
-        .iter()
-        .flat_map(|(p, w)| std::iter::repeat_n((*p).to_owned(), *w as usize))
-        .collect();
-    let paths = Arc::new(paths);
-    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let started = Instant::now();
-    let mut workers = tokio::task::JoinSet::new();
-    for w in 0..concurrency {
-        let (paths, sent, errors) = (paths.clone(), sent.clone(), errors.clone());
-        workers.spawn(async move {
-            let mut conn: Option<client::Connection> = None;
-            let mut i = w * 7;
-            // Each worker sends at RATE / concurrency, on a schedule.
-            let every = Duration::from_secs_f64(concurrency as f64 / RATE);
-            let mut next =
-                tokio::time::Instant::now() + every.mul_f64(w as f64 / concurrency as f64);
-            while started.elapsed() < duration {
-                tokio::time::sleep_until(next).await;
-                next += every;
-                let path = &paths[i % paths.len()];
-                i += 1;
-                if conn.is_none() {
-                    conn = client::Connection::connect(addr, TIMEOUT).await.ok();
-                }
-                let Some(c) = conn.as_mut() else {
-                    errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                };
-                match c.get(path, TIMEOUT).await {
-                    Ok(r) if r.status == 200 => {}
-                    _ => {
-                        errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        conn = None;
-                    }
-                }
-                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        });
+    let target = load::Target::mix(&format!("http://{addr}"), mix.iter().copied())?;
+    let mut opts = load::LoadOptions::default()
+        .concurrency(concurrency)
+        .duration(duration)
+        .timeout(TIMEOUT);
+    if let Some(r) = rate {
+        opts = opts.rate(r);
     }
-    loop {
-        tick(&Tick {
-            sent: sent.load(std::sync::atomic::Ordering::Relaxed),
-            elapsed: started.elapsed(),
-        });
-        if workers.is_empty() {
-            break;
-        }
+    let latest = std::sync::Mutex::new(Tick {
+        sent: 0,
+        elapsed: Duration::ZERO,
+    });
+    let progress = |p: &load::Progress| {
+        *latest.lock().unwrap_or_else(|e| e.into_inner()) = Tick {
+            sent: p.sent,
+            elapsed: p.elapsed,
+        };
+    };
+    let run = load::run(&target, &opts, Some(&progress));
+    tokio::pin!(run);
+    let mut every = tokio::time::interval(Duration::from_millis(200));
+    let report = loop {
         tokio::select! {
-            r = workers.join_next() => {
-                if let Some(r) = r {
-                    r.context("load worker panicked")?;
-                }
+            r = &mut run => break r?,
+            _ = every.tick() => {
+                let t = latest.lock().unwrap_or_else(|e| e.into_inner());
+                tick(&t);
             }
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
-    }
-    let n = sent.load(std::sync::atomic::Ordering::Relaxed);
+    };
+    tick(&Tick {
+        sent: report.requests,
+        elapsed: report.elapsed,
+    });
     Ok(format!(
-        "{n} requests in {:.1} s, {} errors",
-        started.elapsed().as_secs_f64(),
-        errors.load(std::sync::atomic::Ordering::Relaxed)
+        "{} requests in {:.1} s ({:.0}/s), {} failed; latency p50 {:?}, p99 {:?}",
+        report.requests,
+        report.elapsed.as_secs_f64(),
+        report.rate(),
+        report.failed(),
+        report.latency.quantile(0.5),
+        report.latency.quantile(0.99),
     ))
 }
 

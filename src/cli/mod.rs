@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod diff;
+pub mod load;
 pub mod view;
 pub mod watch;
 
@@ -28,4 +29,8 @@ pub enum Command {
     Diff(diff::DiffArgs),
     /// Serve the web viewer over saved profiles.
     View(view::ViewArgs),
+    /// Put a service under load: a URL, a concurrency, a rate or a closed
+    /// loop, bounded by duration or request count; latency and errors at
+    /// the end.
+    Load(load::LoadArgs),
 }
