@@ -304,7 +304,8 @@ mod tests {
         let base = profile(100, 100, 100, 1000);
         let new = profile(5100, 900, 100, 90_000);
         let sites = creation_sites(&base, &new, &Kind::defaults(), Some("inuse_space")).unwrap();
-        let named: Vec<(&str, Option<(&str, i64, i64)>)> = sites
+        type Named<'a> = (&'a str, Option<(&'a str, i64, i64)>);
+        let named: Vec<Named<'_>> = sites
             .iter()
             .map(|(k, g)| {
                 (
