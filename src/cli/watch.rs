@@ -25,8 +25,8 @@ Examples:
   leakscope watch --config deploy/sidecar.toml
 
 The API (GET /api/targets, /api/snapshots, /metrics, ...) is described in
-docs/sidecar.md, and the viewer is at /ui/ on the same address; durations take ms, s, m, h or d suffixes (bare numbers are
-seconds; 0 turns a schedule off).")]
+docs/sidecar.md; the viewer is at /ui/ on the same address. Durations take
+ms, s, m, h or d suffixes (bare numbers are seconds; 0 turns a schedule off).")]
 pub struct WatchArgs {
     /// Watch this pid (repeatable). When it exits, the target shows as gone.
     #[arg(long, value_name = "PID")]
