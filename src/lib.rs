@@ -14,12 +14,15 @@
 //! - [`ui`]: the web viewer wired to the agent (`/debug/pprof/ui/`) and to
 //!   the sidecar (`/ui/`);
 //! - [`load`]: the load generator behind `leakscope load` and the demo;
+//! - [`leakcheck`]: `LeakCheck`, which fails a test that leaks threads,
+//!   fds, tokio tasks or heap (like Go's goleak);
 //! - [`leaky`]: a service that leaks on purpose, used by `leakscope demo`,
 //!   the examples and the tests;
 //!
 //! and hosts the `leakscope` command-line tool (`cargo run --release -- demo`).
 //! See README.md for the quick start.
 
+pub mod leakcheck;
 pub mod leaky;
 pub mod load;
 pub mod sidecar;

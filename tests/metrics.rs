@@ -78,7 +78,10 @@ async fn counts_rise_with_leaks_and_promtool_accepts_the_exposition() {
     // whole seconds.
     let cpu = value(&after, "process_cpu_seconds_total");
     assert!(cpu > 0.0 && cpu.fract() != 0.0, "cpu {cpu}");
-    assert!(cpu >= value(&before, "process_cpu_seconds_total"), "cpu only grows");
+    assert!(
+        cpu >= value(&before, "process_cpu_seconds_total"),
+        "cpu only grows"
+    );
 
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
