@@ -13,11 +13,12 @@
 //! Loading, folding and drawing run on the blocking pool, two at a time,
 //! so big profiles never stall the async workers.
 
+mod diff_page;
 mod files;
 mod pages;
 
+pub use diff_page::diff_report;
 pub use files::{Files, collect_paths};
-pub use pages::diff_report;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -297,7 +298,7 @@ async fn diff(State(w): State<Web>, Query(q): Params) -> Answer {
         Err(m) => return w.error_page(StatusCode::BAD_REQUEST, "Diff", &m),
     };
     let prefix = w.prefix.clone();
-    match w.heavy(move |s| pages::diff(&prefix, s, &dq)).await {
+    match w.heavy(move |s| diff_page::diff(&prefix, s, &dq)).await {
         Some(Ok(page)) => html(StatusCode::OK, page),
         Some(Err((status, title, message))) => w.error_page(status, &title, &message),
         None => w.error_page(
@@ -324,7 +325,7 @@ async fn diff_svg(State(w): State<Web>, Query(q): Params) -> Answer {
     } else {
         crate::render::Side::New
     };
-    match w.heavy(move |s| pages::diff_svg(s, &dq, side)).await {
+    match w.heavy(move |s| diff_page::diff_svg(s, &dq, side)).await {
         Some(Ok(body)) => svg(body),
         Some(Err((status, _, message))) => Answer {
             status,
