@@ -231,10 +231,15 @@ async fn sidecar_watches_a_go_service_and_names_its_heap_leak() {
     );
 
     // The terminal said what happened.
-    let out = sidecar.output();
-    assert!(out.contains("go: WARNING goroutines_growth"), "{out}");
-    assert!(out.contains("heap snapshot"), "{out}");
-    assert!(out.contains("grew most: main.leakHeap"), "{out}");
+    for needle in [
+        "go: WARNING goroutines_growth",
+        "heap snapshot",
+        "grew most: main.leakHeap",
+    ] {
+        if let Err(out) = sidecar.wait_output(needle, Duration::from_secs(5)) {
+            panic!("no {needle:?} in:\n{out}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,13 +281,13 @@ async fn a_restarted_process_is_picked_up_under_its_new_pid() {
     .await;
     assert_ne!(go2.pid(), first_pid);
     assert_eq!(v["restarts"], 1, "{v:#}");
-    let out = _sidecar.output();
-    assert!(
-        out.contains(&format!("svc: gone (pid {first_pid})")),
-        "{out}"
-    );
-    assert!(
-        out.contains(&format!("svc: running (pid {})", go2.pid())),
-        "{out}"
-    );
+    // The terminal said so too (the line can trail the API by a moment).
+    for needle in [
+        format!("svc: gone (pid {first_pid})"),
+        format!("svc: running (pid {})", go2.pid()),
+    ] {
+        if let Err(out) = _sidecar.wait_output(&needle, Duration::from_secs(5)) {
+            panic!("no {needle:?} in:\n{out}");
+        }
+    }
 }

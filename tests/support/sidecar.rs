@@ -28,6 +28,27 @@ impl Proc {
         self.lines.lock().expect("lines").join("\n")
     }
 
+    /// Waits (up to `limit`) for an output line containing `needle`; the
+    /// output so far when it does not come.
+    pub fn wait_output(&self, needle: &str, limit: Duration) -> Result<(), String> {
+        let start = Instant::now();
+        loop {
+            if self
+                .lines
+                .lock()
+                .expect("lines")
+                .iter()
+                .any(|l| l.contains(needle))
+            {
+                return Ok(());
+            }
+            if start.elapsed() > limit {
+                return Err(self.output());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
