@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use leakscope::agent::profile::Profile;
-use leakscope::viewer::fold::{FoldOptions, fold};
+use leakscope::viewer::analysis::AnalysisError;
+use leakscope::viewer::fold::fold_pair;
 use leakscope::viewer::render::table::{format_delta, format_value, growth_table};
 use leakscope::viewer::render::{FlameOptions, Side, diff_flamegraph};
 use leakscope::viewer::{DiffOptions, rank_growth};
@@ -65,43 +66,21 @@ fn terminal_width() -> usize {
 pub fn run(args: DiffArgs) -> anyhow::Result<()> {
     let base = read(&args.base)?;
     let new = read(&args.new)?;
-    let mut fo = FoldOptions::default();
-    fo.sample_type = args.sample_type.clone();
-    let f_new = fold(&new, &fo).with_context(|| args.new.display().to_string())?;
-    let f_base = fold(
-        &base,
-        &FoldOptions::default().with_sample_type(&f_new.sample_type),
-    )
-    .map_err(|_| {
-        anyhow::anyhow!(
-            "{} has no {} samples (its types: {}): compare two profiles of the same kind",
-            args.base.display(),
-            f_new.sample_type,
-            base.sample_type_names()
-                .iter()
-                .map(|(t, _)| *t)
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    })?;
-    let mut growth = rank_growth(
+    let (f_base, f_new) =
+        fold_pair(&base, &new, args.sample_type.as_deref()).map_err(|e| match e {
+            AnalysisError::BaseLacksSampleType { .. } => {
+                anyhow::anyhow!("{}: {e}", args.base.display())
+            }
+            e => anyhow::anyhow!("{}: {e}", args.new.display()),
+        })?;
+    let growth = rank_growth(
         &base,
         &new,
-        &DiffOptions::default().with_sample_type(&f_new.sample_type),
+        &DiffOptions::default()
+            .with_sample_type(&f_new.sample_type)
+            .with_normalize(args.normalize),
     )?;
     let (bt, nt) = (f_base.total(), f_new.total());
-    if args.normalize && bt != 0 {
-        let factor = nt as f64 / bt as f64;
-        for g in &mut growth {
-            g.base = (g.base as f64 * factor).round() as i64;
-        }
-        growth.retain(|g| g.base != g.new);
-        growth.sort_by(|a, b| {
-            b.delta()
-                .cmp(&a.delta())
-                .then_with(|| a.function.cmp(&b.function))
-        });
-    }
     let unit = f_new.unit.as_str();
     let mut out = std::io::stdout().lock();
     let write = |out: &mut std::io::StdoutLock<'_>, s: &str| -> std::io::Result<()> {

@@ -18,6 +18,9 @@ pub struct DiffOptions {
     /// Rust standard library (files under `/rustc/`): the code that asked
     /// for the memory rather than `Vec`'s plumbing inlined into it.
     pub skip_std: bool,
+    /// Scale the base to the new profile's total before comparing, so that
+    /// a profile that is simply bigger (more load) shows no growth.
+    pub normalize: bool,
 }
 
 impl Default for DiffOptions {
@@ -25,6 +28,7 @@ impl Default for DiffOptions {
         DiffOptions {
             sample_type: None,
             skip_std: true,
+            normalize: false,
         }
     }
 }
@@ -34,6 +38,13 @@ impl DiffOptions {
     #[must_use]
     pub fn with_sample_type(mut self, sample_type: impl Into<String>) -> Self {
         self.sample_type = Some(sample_type.into());
+        self
+    }
+
+    /// Scale the base to the new total first (see [`DiffOptions::normalize`]).
+    #[must_use]
+    pub fn with_normalize(mut self, normalize: bool) -> Self {
+        self.normalize = normalize;
         self
     }
 }
@@ -70,6 +81,18 @@ pub enum AnalysisError {
          pick one of the types the profile lists"
     )]
     MissingSampleType(String),
+    /// The base profile of a comparison lacks the sample type the new one is
+    /// read in (a heap profile against a CPU profile, say).
+    #[error(
+        "the base profile has no {sample_type} samples (its types: {available}): \
+         compare two profiles of the same kind"
+    )]
+    BaseLacksSampleType {
+        /// The sample type wanted.
+        sample_type: String,
+        /// The base's sample types, comma separated.
+        available: String,
+    },
     /// Two folded profiles of different sample types (or units) were
     /// compared; the fields name the base's and the new profile's.
     #[error("cannot compare {base} with {new}: the profiles must have the same sample type")]
@@ -185,8 +208,17 @@ pub fn rank_growth(
     let ni = sample_index(new, wanted).ok_or_else(missing)?;
     let type_name = new.sample_type_names()[ni].0.to_owned();
     let bi = sample_index(base, Some(&type_name)).ok_or_else(missing)?;
-    let before = flat_by_site(base, bi, options.skip_std);
+    let mut before = flat_by_site(base, bi, options.skip_std);
     let after = flat_by_site(new, ni, options.skip_std);
+    if options.normalize {
+        let base_total: i64 = before.values().sum();
+        let new_total: i64 = after.values().sum();
+        if base_total != 0 {
+            for v in before.values_mut() {
+                *v = crate::diff::scaled(*v, new_total, base_total);
+            }
+        }
+    }
     let mut sites: Vec<Growth> = after
         .iter()
         .map(|(site, v)| (site, before.get(site).copied().unwrap_or(0), *v))
@@ -221,6 +253,27 @@ pub(crate) mod test_profiles;
 mod tests {
     use super::test_profiles::{FILE, ProfileBuilder, flat_profile as profile};
     use super::*;
+
+    #[test]
+    fn normalized_ranking_cancels_growth_proportional_to_load() {
+        // Everything doubled, and `leak` grew on top of that.
+        let base = profile(&[("a", 1, 100), ("b", 2, 300), ("leak", 3, 100)]);
+        let new = profile(&[("a", 1, 200), ("b", 2, 600), ("leak", 3, 1200)]);
+        let opts = DiffOptions::default().with_normalize(true);
+        let ranked = rank_growth(&base, &new, &opts).expect("rank");
+        // Base total 500 scaled to 2000: a 400, b 1200, leak 400.
+        let order: Vec<(&str, i64, i64)> = ranked
+            .iter()
+            .map(|g| (g.function.as_str(), g.base, g.new))
+            .collect();
+        assert_eq!(
+            order,
+            [("leak", 400, 1200), ("a", 400, 200), ("b", 1200, 600)]
+        );
+        let absolute = rank_growth(&base, &new, &DiffOptions::default()).expect("rank");
+        assert_eq!(absolute[0].function, "leak");
+        assert_eq!(absolute[0].delta(), 1100);
+    }
 
     #[test]
     fn ranks_growth_and_keeps_vanished_sites() {

@@ -154,7 +154,7 @@ pub fn diff(
 
 /// `v × numerator / denominator` rounded to the nearest integer, halves
 /// away from zero, saturating at the `i64` bounds; `denominator` is not 0.
-fn scaled(v: i64, numerator: i64, denominator: i64) -> i64 {
+pub(crate) fn scaled(v: i64, numerator: i64, denominator: i64) -> i64 {
     let num = i128::from(v) * i128::from(numerator);
     let den = i128::from(denominator);
     let (num, den) = if den < 0 { (-num, -den) } else { (num, den) };

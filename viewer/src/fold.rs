@@ -111,6 +111,36 @@ pub(crate) fn sort_by_stack<T>(items: &mut [T], frames: impl Fn(&T) -> &[Frame])
     });
 }
 
+/// Folds `new` for `sample_type` (its default when `None`) and `base` for
+/// the same type: the two sides of a comparison. A base without that type
+/// is [`AnalysisError::BaseLacksSampleType`].
+pub fn fold_pair(
+    base: &Profile,
+    new: &Profile,
+    sample_type: Option<&str>,
+) -> Result<(Folded, Folded), AnalysisError> {
+    let f_new = fold(
+        new,
+        &FoldOptions {
+            sample_type: sample_type.map(str::to_owned),
+        },
+    )?;
+    let f_base = fold(
+        base,
+        &FoldOptions::default().with_sample_type(&f_new.sample_type),
+    )
+    .map_err(|_| AnalysisError::BaseLacksSampleType {
+        sample_type: f_new.sample_type.clone(),
+        available: base
+            .sample_type_names()
+            .iter()
+            .map(|(t, _)| *t)
+            .collect::<Vec<_>>()
+            .join(", "),
+    })?;
+    Ok((f_base, f_new))
+}
+
 /// Folds `p` for `options.sample_type`: each sample's frames root first
 /// (its locations are leaf first and each location's lines innermost
 /// inlined frame first, so both are reversed), values summed per distinct
@@ -392,5 +422,25 @@ mod tests {
             ("alloc_objects", "count")
         );
         assert_eq!(folded.lines(), ["a 1", "b 2"]);
+    }
+
+    #[test]
+    fn a_pair_is_folded_for_the_same_type_or_named_as_different() {
+        let heap = ProfileBuilder::inuse()
+            .stack(&["leak", "main"], &[10])
+            .build();
+        let cpu = ProfileBuilder::new(&[("samples", "count"), ("cpu", "nanoseconds")])
+            .stack(&["spin", "main"], &[1, 10])
+            .build();
+        let (b, n) = fold_pair(&heap, &heap, None).unwrap();
+        assert_eq!(
+            (b.sample_type.as_str(), n.sample_type.as_str()),
+            ("inuse_space", "inuse_space")
+        );
+        let e = fold_pair(&heap, &cpu, None).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "the base profile has no cpu samples (its types: inuse_space): compare two profiles of the same kind"
+        );
     }
 }

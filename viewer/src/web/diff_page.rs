@@ -9,10 +9,10 @@ use leakscope_agent::profile::Profile;
 
 use super::DiffQuery;
 use super::Source;
-use super::pages::{PageError, folded, load, nav, search_box, type_nav};
-use crate::analysis::{DiffOptions, rank_growth};
+use super::pages::{PageError, load, nav, search_box, type_nav};
+use crate::analysis::{AnalysisError, DiffOptions, rank_growth};
 use crate::diff::{Change, DiffStacksOptions, diff as diff_stacks};
-use crate::fold::Folded;
+use crate::fold::{Folded, fold_pair};
 use crate::render::html::{escape, page, url_encode};
 use crate::render::table::{format_delta, format_percent, format_value};
 use crate::render::{FlameOptions, Side, diff_flamegraph};
@@ -24,22 +24,17 @@ fn load_pair(
 ) -> Result<(Profile, Profile, Folded, Folded), PageError> {
     let base = load(source, &q.base)?;
     let new = load(source, &q.new)?;
-    let f_new = folded(&new, q.kind.as_deref(), &q.new)?;
-    let f_base = folded(&base, Some(&f_new.sample_type), &q.base).map_err(|_| {
-        (
+    let (f_base, f_new) = fold_pair(&base, &new, q.kind.as_deref()).map_err(|e| match e {
+        AnalysisError::BaseLacksSampleType { .. } => (
             StatusCode::UNPROCESSABLE_ENTITY,
             "Different kinds of profile".into(),
-            format!(
-                "{} has no {} samples (its types: {}): compare two snapshots of the same kind",
-                q.base,
-                f_new.sample_type,
-                base.sample_type_names()
-                    .iter()
-                    .map(|(t, _)| *t)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )
+            format!("{}: {e}", q.base),
+        ),
+        e => (
+            StatusCode::BAD_REQUEST,
+            "Unknown sample type".into(),
+            format!("{}: {e}", q.new),
+        ),
     })?;
     Ok((base, new, f_base, f_new))
 }
@@ -53,10 +48,12 @@ fn ranked_table(
     normalize: bool,
 ) -> Result<String, PageError> {
     let unit = f_new.unit.clone();
-    let mut growth = rank_growth(
+    let growth = rank_growth(
         base,
         new,
-        &DiffOptions::default().with_sample_type(&f_new.sample_type),
+        &DiffOptions::default()
+            .with_sample_type(&f_new.sample_type)
+            .with_normalize(normalize),
     )
     .map_err(|e| {
         (
@@ -65,19 +62,6 @@ fn ranked_table(
             e.to_string(),
         )
     })?;
-    let (bt, nt) = (f_base.total(), f_new.total());
-    if normalize && bt != 0 {
-        let factor = nt as f64 / bt as f64;
-        for g in &mut growth {
-            g.base = (g.base as f64 * factor).round() as i64;
-        }
-        growth.retain(|g| g.base != g.new);
-        growth.sort_by(|a, b| {
-            b.delta()
-                .cmp(&a.delta())
-                .then_with(|| a.function.cmp(&b.function))
-        });
-    }
     // New and vanished stacks, by leaf function, for the flags.
     let d = diff_stacks(f_base, f_new, DiffStacksOptions::default()).map_err(|e| {
         (
@@ -219,12 +203,9 @@ pub fn diff_report(
     kind: Option<&str>,
     normalize: bool,
 ) -> Result<String, String> {
-    let f_new = folded(new, kind, names.1).map_err(|e| e.2)?;
-    let f_base = folded(base, Some(&f_new.sample_type), names.0).map_err(|_| {
-        format!(
-            "{} has no {} samples: compare two profiles of the same kind",
-            names.0, f_new.sample_type
-        )
+    let (f_base, f_new) = fold_pair(base, new, kind).map_err(|e| match e {
+        AnalysisError::BaseLacksSampleType { .. } => format!("{}: {e}", names.0),
+        e => format!("{}: {e}", names.1),
     })?;
     let mut body = format!(
         "<p>base <span class=\"mono\">{}</span> → new <span class=\"mono\">{}</span>: {}{}</p>",
