@@ -20,7 +20,7 @@ use leakscope::agent::watch::rules::{Condition, Rule};
 use leakscope::agent::{AgentBuilder, AgentParts};
 use leakscope::ui::AgentBuilderExt;
 use leakscope::viewer::attribute::{Kind, creation_sites, site_by_count};
-use leakscope::viewer::render::table::format_delta;
+use leakscope::viewer::render::table::{format_delta, format_value};
 use leakscope::viewer::{DiffOptions, Growth, rank_growth};
 use leakscope::{client, load};
 
@@ -399,16 +399,16 @@ fn human_secs(s: f64) -> String {
     format!("{s:.1} s")
 }
 
-/// `threads 21 fds 30 tasks 5 rss 40.1 MiB`
+/// `threads 21 fds 30 rss 40.1 MiB`
 fn counters(v: &MonitorView) -> String {
     let Some(s) = &v.last else {
         return "no sample yet".into();
     };
     format!(
-        "threads {} fds {} rss {:.1} MiB",
+        "threads {} fds {} rss {}",
         s.threads,
         s.open_fds,
-        s.rss_bytes as f64 / (1024.0 * 1024.0)
+        format_value(s.rss_bytes as i64, "bytes")
     )
 }
 

@@ -15,6 +15,7 @@ use leakscope::agent::client::url::HttpUrl;
 use leakscope::agent::watch::config::rules_from_file;
 use leakscope::agent::watch::rules::Level;
 use leakscope::sidecar::{Event, Selector, Sidecar, SidecarOptions, TargetSpec, config};
+use leakscope::viewer::render::table::format_value;
 
 /// Settings of `leakscope watch`.
 #[derive(Debug, Clone, clap::Args)]
@@ -272,10 +273,6 @@ fn clock() -> String {
     format!("{:02}:{:02}:{:02}", s / 3600 % 24, s / 60 % 60, s % 60)
 }
 
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
-}
-
 /// One line per event, on stdout.
 fn print_event(e: Event) {
     let line = match e {
@@ -338,7 +335,7 @@ fn print_status(sidecar: &Sidecar) {
                 " | threads {} fds {} rss {}",
                 s.threads,
                 s.open_fds,
-                mib(s.rss_bytes)
+                format_value(s.rss_bytes as i64, "bytes")
             ));
         }
         for metric in ["goroutines", "tokio_tasks"] {

@@ -17,6 +17,7 @@ use leakscope_agent::profile::Profile;
 use leakscope_agent::resource::{SampleOptions, Target, sample};
 use leakscope_agent::store::{NewSnapshot, SnapshotMeta, Trigger};
 use leakscope_agent::watch::monitor::TargetStatus;
+use leakscope_viewer::render::table::format_delta;
 use leakscope_viewer::{DiffOptions, rank_growth};
 
 use super::{Event, Shared, TargetState};
@@ -202,14 +203,10 @@ fn growth_line(prev: &Profile, new: &Profile) -> Option<String> {
     };
     Some(format!(
         "in-use {} since the previous heap profile; grew most: {}{at} {}",
-        signed_mib(total),
+        format_delta(total, "bytes"),
         top.function,
-        signed_mib(top.delta())
+        format_delta(top.delta(), "bytes")
     ))
-}
-
-fn signed_mib(bytes: i64) -> String {
-    format!("{:+.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// Which count the target's endpoint offers.
