@@ -219,6 +219,16 @@ async fn sidecar_ui_in_chromium() {
         );
         let charts = page.eval("document.querySelectorAll('#timeline svg.chart').length");
         assert!(charts.as_u64() >= Some(3), "{charts}");
+        // The heap across snapshots, and the breakdowns as multi-line charts.
+        let titles = page.eval(
+            "Array.from(document.querySelectorAll('#timeline svg.chart text')).map(function(t){return t.textContent;}).join('|')",
+        );
+        let titles = titles.as_str().unwrap_or_default().to_owned();
+        for want in ["heap in use (snapshots)", "fds by kind", "threads", "open_fds"] {
+            assert!(titles.split('|').any(|t| t == want), "{want} chart in {titles}");
+        }
+        let legends = page.eval("document.querySelectorAll('#timeline .legend').length");
+        assert!(legends.as_u64() >= Some(2), "legend entries: {legends}");
         let markers = page.eval("document.querySelectorAll('#timeline .snapshot-marker').length");
         assert!(markers.as_u64() >= Some(3), "{markers}");
         page.screenshot(&shots.join("sidecar-target.png"));

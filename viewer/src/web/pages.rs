@@ -10,7 +10,7 @@ use leakscope_agent::profile::Profile;
 
 use super::{MetricView, SnapshotView, Source, TargetView};
 use crate::fold::{FoldOptions, Folded, fold};
-use crate::render::html::{Marker, badge, chart, escape, page, sparkline, url_encode};
+use crate::render::html::{Marker, badge, chart, chart_lines, escape, page, sparkline, url_encode};
 use crate::render::table::{format_delta, format_value};
 use crate::render::{FlameOptions, flamegraph};
 use crate::suspects::{SuspectOptions, Trend, leak_suspects};
@@ -209,12 +209,21 @@ pub(super) fn index(prefix: &str, source: &dyn Source) -> String {
     page(&source.title(), &nav(prefix), &body)
 }
 
-fn suspects_table(prefix: &str, source: &dyn Source, t: &TargetView) -> String {
+/// The target's last heap snapshots, loaded once for the suspects and the
+/// heap chart: `(unix seconds, profile)`, oldest first.
+fn recent_heaps(source: &dyn Source, t: &TargetView, n: usize) -> Vec<(f64, Profile)> {
     let heaps: Vec<SnapshotView> = source
         .snapshots(Some(&t.name))
         .into_iter()
         .filter(|s| s.kind == "heap")
         .collect();
+    heaps[heaps.len().saturating_sub(n)..]
+        .iter()
+        .filter_map(|s| source.load(&s.id).ok().map(|p| (s.time, p)))
+        .collect()
+}
+
+fn suspects_table(heaps: &[(f64, Profile)]) -> String {
     let recent = &heaps[heaps.len().saturating_sub(SUSPECT_SNAPSHOTS)..];
     if recent.len() < 3 {
         return format!(
@@ -222,13 +231,7 @@ fn suspects_table(prefix: &str, source: &dyn Source, t: &TargetView) -> String {
             recent.len()
         );
     }
-    let mut loaded = Vec::new();
-    for s in recent {
-        if let Ok(p) = source.load(&s.id) {
-            loaded.push((s.time, p));
-        }
-    }
-    let refs: Vec<(f64, &Profile)> = loaded.iter().map(|(t, p)| (*t, p)).collect();
+    let refs: Vec<(f64, &Profile)> = recent.iter().map(|(t, p)| (*t, p)).collect();
     let suspects = leak_suspects(&refs, &SuspectOptions::default());
     let mut out = format!(
         "<table id=\"suspects\"><tr><th>trend</th><th>function</th><th>file:line</th><th>growth / min</th><th>in use</th><th>over {} snapshots</th></tr>",
@@ -261,7 +264,6 @@ fn suspects_table(prefix: &str, source: &dyn Source, t: &TargetView) -> String {
         );
     }
     out.push_str("</table>");
-    let _ = prefix;
     out
 }
 
@@ -303,7 +305,8 @@ pub(super) fn target(prefix: &str, source: &dyn Source, name: &str) -> Result<St
         ))
     );
     body.push_str("<h2>Leak suspects</h2>");
-    body.push_str(&suspects_table(prefix, source, &t));
+    let heaps = recent_heaps(source, &t, SUSPECT_SNAPSHOTS * 2);
+    body.push_str(&suspects_table(&heaps));
     let markers: Vec<Marker> = t
         .alerts
         .iter()
@@ -321,18 +324,50 @@ pub(super) fn target(prefix: &str, source: &dyn Source, name: &str) -> Result<St
         }))
         .collect();
     body.push_str("<h2>Timeline</h2><div class=\"row\" id=\"timeline\">");
-    for m in &t.metrics {
+    if heaps.len() >= 2 {
+        let points: Vec<(f64, f64)> = heaps
+            .iter()
+            .filter_map(|(t, p)| {
+                let f = fold(p, &FoldOptions::default().with_sample_type("inuse_space")).ok()?;
+                Some((*t, f.total() as f64))
+            })
+            .collect();
         let _ = write!(
             body,
             "<div class=\"card\">{}</div>",
+            chart(
+                "heap in use (snapshots)",
+                &points,
+                &[],
+                &markers,
+                &metric_format("bytes")
+            )
+        );
+    }
+    for m in &t.metrics {
+        let drawn = if m.lines.is_empty() {
             chart(
                 &m.name,
                 &m.points,
                 &m.thresholds,
                 &markers,
-                &metric_format(&m.unit)
+                &metric_format(&m.unit),
             )
-        );
+        } else {
+            let lines: Vec<(&str, &[(f64, f64)])> = m
+                .lines
+                .iter()
+                .map(|(n, p)| (n.as_str(), p.as_slice()))
+                .collect();
+            chart_lines(
+                &m.name,
+                &lines,
+                &m.thresholds,
+                &markers,
+                &metric_format(&m.unit),
+            )
+        };
+        let _ = write!(body, "<div class=\"card\">{drawn}</div>");
     }
     body.push_str("</div>");
     if !t.breakdown.is_empty() {
