@@ -89,6 +89,17 @@ pub struct Threshold {
     pub value: f64,
 }
 
+impl Threshold {
+    /// Red for critical lines, amber for the rest.
+    fn color(&self) -> &'static str {
+        if self.label == "critical" {
+            "#d93025"
+        } else {
+            "#e0a800"
+        }
+    }
+}
+
 /// A vertical marker on a chart's time axis.
 #[derive(Debug, Clone)]
 pub struct Marker {
@@ -140,11 +151,7 @@ pub fn sparkline(points: &[(f64, f64)], thresholds: &[Threshold], w: u32, h: u32
         "<svg class=\"spark\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" xmlns=\"http://www.w3.org/2000/svg\">"
     );
     for th in thresholds {
-        let color = if th.label == "critical" {
-            "#d93025"
-        } else {
-            "#e0a800"
-        };
+        let color = th.color();
         let _ = write!(
             svg,
             "<line x1=\"0\" x2=\"{w}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"{color}\" stroke-dasharray=\"3,2\" stroke-width=\"1\"/>",
@@ -222,11 +229,7 @@ pub fn chart_lines(
         h - 6.0
     );
     for th in thresholds {
-        let color = if th.label == "critical" {
-            "#d93025"
-        } else {
-            "#e0a800"
-        };
+        let color = th.color();
         let _ = write!(
             svg,
             "<line class=\"threshold\" x1=\"{left}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"{color}\" stroke-dasharray=\"5,3\"><title>{} {}</title></line>",

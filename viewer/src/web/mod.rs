@@ -205,58 +205,25 @@ impl Web {
     fn error_page(&self, status: StatusCode, title: &str, message: &str) -> Answer {
         html(status, pages::error(&self.prefix, title, message))
     }
-}
 
-type Params = Query<HashMap<String, String>>;
-
-async fn index(State(w): State<Web>) -> Answer {
-    let prefix = w.prefix.clone();
-    match w.heavy(move |s| pages::index(&prefix, s)).await {
-        Some(page) => html(StatusCode::OK, page),
-        None => w.error_page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Busy",
-            "the server is shutting down",
-        ),
+    /// A page's outcome as an answer: the page, its error page, or "busy"
+    /// when the blocking pool is gone.
+    fn page(&self, outcome: Option<Result<String, pages::PageError>>) -> Answer {
+        match outcome {
+            Some(Ok(page)) => html(StatusCode::OK, page),
+            Some(Err((status, title, message))) => self.error_page(status, &title, &message),
+            None => self.error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Busy",
+                "the server is shutting down",
+            ),
+        }
     }
 }
 
-async fn target(State(w): State<Web>, Path(name): Path<String>) -> Answer {
-    let prefix = w.prefix.clone();
-    match w.heavy(move |s| pages::target(&prefix, s, &name)).await {
-        Some(Ok(page)) => html(StatusCode::OK, page),
-        Some(Err((status, title, message))) => w.error_page(status, &title, &message),
-        None => w.error_page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Busy",
-            "the server is shutting down",
-        ),
-    }
-}
-
-async fn profile(State(w): State<Web>, Path(id): Path<String>, Query(q): Params) -> Answer {
-    let prefix = w.prefix.clone();
-    let kind = q.get("type").cloned();
-    match w
-        .heavy(move |s| pages::profile(&prefix, s, &id, kind.as_deref()))
-        .await
-    {
-        Some(Ok(page)) => html(StatusCode::OK, page),
-        Some(Err((status, title, message))) => w.error_page(status, &title, &message),
-        None => w.error_page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Busy",
-            "the server is shutting down",
-        ),
-    }
-}
-
-async fn profile_svg(State(w): State<Web>, Path(id): Path<String>, Query(q): Params) -> Answer {
-    let kind = q.get("type").cloned();
-    match w
-        .heavy(move |s| pages::profile_svg(s, &id, kind.as_deref()))
-        .await
-    {
+/// An image's outcome as an answer: the SVG, or an SVG with the error.
+fn svg_answer(outcome: Option<Result<String, pages::PageError>>) -> Answer {
+    match outcome {
         Some(Ok(body)) => svg(body),
         Some(Err((status, _, message))) => Answer {
             status,
@@ -265,6 +232,37 @@ async fn profile_svg(State(w): State<Web>, Path(id): Path<String>, Query(q): Par
         },
         None => html(StatusCode::SERVICE_UNAVAILABLE, String::new()),
     }
+}
+
+type Params = Query<HashMap<String, String>>;
+
+async fn index(State(w): State<Web>) -> Answer {
+    let prefix = w.prefix.clone();
+    let outcome = w.heavy(move |s| Ok(pages::index(&prefix, s))).await;
+    w.page(outcome)
+}
+
+async fn target(State(w): State<Web>, Path(name): Path<String>) -> Answer {
+    let prefix = w.prefix.clone();
+    let outcome = w.heavy(move |s| pages::target(&prefix, s, &name)).await;
+    w.page(outcome)
+}
+
+async fn profile(State(w): State<Web>, Path(id): Path<String>, Query(q): Params) -> Answer {
+    let prefix = w.prefix.clone();
+    let kind = q.get("type").cloned();
+    let outcome = w
+        .heavy(move |s| pages::profile(&prefix, s, &id, kind.as_deref()))
+        .await;
+    w.page(outcome)
+}
+
+async fn profile_svg(State(w): State<Web>, Path(id): Path<String>, Query(q): Params) -> Answer {
+    let kind = q.get("type").cloned();
+    svg_answer(
+        w.heavy(move |s| pages::profile_svg(s, &id, kind.as_deref()))
+            .await,
+    )
 }
 
 /// `base`, `new`, `type`, `normalize` of a diff request.
@@ -298,40 +296,19 @@ async fn diff(State(w): State<Web>, Query(q): Params) -> Answer {
         Err(m) => return w.error_page(StatusCode::BAD_REQUEST, "Diff", &m),
     };
     let prefix = w.prefix.clone();
-    match w.heavy(move |s| diff_page::diff(&prefix, s, &dq)).await {
-        Some(Ok(page)) => html(StatusCode::OK, page),
-        Some(Err((status, title, message))) => w.error_page(status, &title, &message),
-        None => w.error_page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Busy",
-            "the server is shutting down",
-        ),
-    }
+    let outcome = w.heavy(move |s| diff_page::diff(&prefix, s, &dq)).await;
+    w.page(outcome)
 }
 
 async fn diff_svg(State(w): State<Web>, Query(q): Params) -> Answer {
     let dq = match diff_query(&q) {
         Ok(d) => d,
-        Err(m) => {
-            return Answer {
-                status: StatusCode::BAD_REQUEST,
-                content_type: "image/svg+xml",
-                body: pages::error_svg(&m),
-            };
-        }
+        Err(m) => return svg_answer(Some(Err((StatusCode::BAD_REQUEST, String::new(), m)))),
     };
     let side = if q.get("side").map(String::as_str) == Some("base") {
         crate::render::Side::Base
     } else {
         crate::render::Side::New
     };
-    match w.heavy(move |s| diff_page::diff_svg(s, &dq, side)).await {
-        Some(Ok(body)) => svg(body),
-        Some(Err((status, _, message))) => Answer {
-            status,
-            content_type: "image/svg+xml",
-            body: pages::error_svg(&message),
-        },
-        None => html(StatusCode::SERVICE_UNAVAILABLE, String::new()),
-    }
+    svg_answer(w.heavy(move |s| diff_page::diff_svg(s, &dq, side)).await)
 }
