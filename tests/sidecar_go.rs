@@ -11,7 +11,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use leakscope::client;
-use support::sidecar::{api, level, start_goleaky, start_sidecar, wait_until};
+use support::sidecar::{api, download, level, start_goleaky, start_sidecar, wait_until};
 use support::{pprof, save, scratch, top_first_row};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -166,16 +166,8 @@ async fn sidecar_watches_a_go_service_and_names_its_heap_leak() {
     .await;
     let mut files = Vec::new();
     for (name, id) in [("base", &first["id"]), ("new", &newest[0]["id"])] {
-        let id = id.as_str().expect("id");
-        let r = client::get(
-            addr,
-            &format!("/api/snapshots/{id}/profile"),
-            Duration::from_secs(30),
-        )
-        .await
-        .expect("download");
-        assert_eq!(r.status, 200, "{}", r.text());
-        files.push(save(&dir, &format!("{name}.pb.gz"), &r.body));
+        let body = download(addr, id.as_str().expect("id")).await;
+        files.push(save(&dir, &format!("{name}.pb.gz"), &body));
     }
     let top = pprof(&[
         "-top",

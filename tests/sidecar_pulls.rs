@@ -16,7 +16,7 @@ use axum::routing::get;
 use leakscope::agent::profile::{Function, Line, Location, Profile, Sample, ValueType};
 use leakscope::client;
 use support::scratch;
-use support::sidecar::{api, start_sidecar, wait_until};
+use support::sidecar::{api, download, start_sidecar, wait_until};
 
 const LIMIT: Duration = Duration::from_secs(30);
 const SLOW: u8 = 0;
@@ -258,20 +258,13 @@ async fn kill_9_during_writes_keeps_the_store_consistent() {
     );
     for s in snaps {
         let id = s["id"].as_str().expect("id");
-        let r = client::get(
-            addr,
-            &format!("/api/snapshots/{id}/profile"),
-            Duration::from_secs(30),
-        )
-        .await
-        .expect("download");
-        assert_eq!(r.status, 200, "{id}: {}", r.text());
+        let body = download(addr, id).await;
         assert_eq!(
-            r.body.len() as u64,
+            body.len() as u64,
             s["bytes"].as_u64().expect("bytes"),
             "{id}"
         );
-        Profile::decode_bytes(&r.body, id).unwrap_or_else(|e| panic!("{id}: {e}"));
+        Profile::decode_bytes(&body, id).unwrap_or_else(|e| panic!("{id}: {e}"));
     }
     // On disk: no temp file, no data without its metadata.
     let files: Vec<String> = std::fs::read_dir(data.join("snapshots"))

@@ -190,6 +190,19 @@ pub async fn api(addr: SocketAddr, path: &str) -> serde_json::Value {
     serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("GET {path}: {e}: {}", r.text()))
 }
 
+/// Downloads a stored snapshot's profile from the sidecar (status 200).
+pub async fn download(addr: SocketAddr, id: &str) -> Vec<u8> {
+    let r = client::get(
+        addr,
+        &format!("/api/snapshots/{id}/profile"),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("download {id}: {e}"));
+    assert_eq!(r.status, 200, "{id}: {}", r.text());
+    r.body
+}
+
 /// Polls `path` every 100 ms until `ok` holds, for at most `limit`.
 pub async fn wait_until(
     addr: SocketAddr,

@@ -142,6 +142,19 @@ fn bounds(points: &[(f64, f64)], thresholds: &[Threshold]) -> (f64, f64, f64, f6
     (t0, t1, v0, v1 * 1.05)
 }
 
+/// The `points` attribute of a polyline through `points` in chart
+/// coordinates.
+fn polyline(points: &[(f64, f64)], x: &dyn Fn(f64) -> f64, y: &dyn Fn(f64) -> f64) -> String {
+    let mut out = String::new();
+    for (i, &(t, v)) in points.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let _ = write!(out, "{:.1},{:.1}", x(t), y(v));
+    }
+    out
+}
+
 /// A small line chart without axes, for tables.
 pub fn sparkline(points: &[(f64, f64)], thresholds: &[Threshold], w: u32, h: u32) -> String {
     let (t0, t1, v0, v1) = bounds(points, thresholds);
@@ -158,14 +171,10 @@ pub fn sparkline(points: &[(f64, f64)], thresholds: &[Threshold], w: u32, h: u32
             y = y(th.value)
         );
     }
-    let path: Vec<String> = points
-        .iter()
-        .map(|&(t, v)| format!("{:.1},{:.1}", x(t), y(v)))
-        .collect();
     let _ = write!(
         svg,
         "<polyline fill=\"none\" stroke=\"#2b6cb0\" stroke-width=\"1.5\" points=\"{}\"/></svg>",
-        path.join(" ")
+        polyline(points, &x, &y)
     );
     svg
 }
@@ -241,14 +250,10 @@ pub fn chart_lines(
     }
     for (i, (name, points)) in lines.iter().enumerate().rev() {
         let color = LINE_COLORS[i % LINE_COLORS.len()];
-        let path: Vec<String> = points
-            .iter()
-            .map(|&(t, v)| format!("{:.1},{:.1}", x(t), y(v)))
-            .collect();
         let _ = write!(
             svg,
             "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.6\" points=\"{}\"><title>{}</title></polyline>",
-            path.join(" "),
+            polyline(points, &x, &y),
             escape(name)
         );
         if !name.is_empty() {
