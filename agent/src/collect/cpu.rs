@@ -26,6 +26,7 @@ pub fn build(raw: RawCpuProfile, symbolizer: &Symbolizer) -> Profile {
                 stack: adjust_callers(&s.stack),
                 values: vec![count, count.saturating_mul(period)],
                 labels: vec![SampleLabel::Str("thread", s.thread_name)],
+                pseudo: Vec::new(),
             }
         })
         .collect();

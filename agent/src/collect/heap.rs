@@ -134,6 +134,7 @@ pub fn build(
             stack: stack.clone(),
             values: v.to_vec(),
             labels: vec![SampleLabel::Num("bytes", average_size(v))],
+            pseudo: Vec::new(),
         })
         .collect();
     // Deterministic output: largest in-use first, then by stack.

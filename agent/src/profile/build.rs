@@ -20,6 +20,34 @@ pub struct StackSample {
     pub values: Vec<i64>,
     /// Labels of the sample.
     pub labels: Vec<SampleLabel>,
+    /// Named frames with no address, put on the leaf side of `stack`
+    /// (leaf first): what a sample is when no code address says it
+    /// (`tcp ESTABLISHED to 127.0.0.1:9000`, `thread did not answer`).
+    pub pseudo: Vec<PseudoFrame>,
+}
+
+/// A frame known by name (and optionally file and line) rather than by
+/// address. It becomes a location with address 0 and no mapping, so pprof
+/// clients show it as it is and never try to symbolize it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PseudoFrame {
+    /// The function name shown.
+    pub name: String,
+    /// Source file, if the frame stands for a place in the code.
+    pub file: Option<String>,
+    /// Source line, 0 when unknown.
+    pub line: u32,
+}
+
+impl PseudoFrame {
+    /// A frame with only a name.
+    pub fn named(name: impl Into<String>) -> PseudoFrame {
+        PseudoFrame {
+            name: name.into(),
+            file: None,
+            line: 0,
+        }
+    }
 }
 
 /// A label on a [`StackSample`].
@@ -103,10 +131,11 @@ pub fn build_profile(
                 );
             }
         }
-        let location_id = stack
-            .iter()
-            .map(|addr| b.location(*addr, trimmed.get(addr).or_else(|| resolved.get(addr))))
-            .collect();
+        let mut location_id: Vec<u64> =
+            sample.pseudo.iter().map(|f| b.pseudo_location(f)).collect();
+        for addr in stack {
+            location_id.push(b.location(*addr, trimmed.get(addr).or_else(|| resolved.get(addr))));
+        }
         let label = sample
             .labels
             .iter()
@@ -137,6 +166,7 @@ struct Builder {
     strings: HashMap<String, i64>,
     functions: HashMap<(i64, i64, i64), u64>,
     locations: HashMap<u64, u64>,
+    pseudo_locations: HashMap<PseudoFrame, u64>,
     /// Per mapping id: (locations, with functions).
     coverage: HashMap<u64, [u32; 2]>,
     /// Mapping ids whose object has DWARF line tables.
@@ -150,6 +180,7 @@ impl Builder {
             strings: HashMap::new(),
             functions: HashMap::new(),
             locations: HashMap::new(),
+            pseudo_locations: HashMap::new(),
             coverage: HashMap::new(),
             debug_lines: std::collections::HashSet::new(),
         };
@@ -239,6 +270,33 @@ impl Builder {
         id
     }
 
+    fn pseudo_location(&mut self, f: &PseudoFrame) -> u64 {
+        if let Some(&id) = self.pseudo_locations.get(f) {
+            return id;
+        }
+        let id = self.profile.location.len() as u64 + 1;
+        let frame = Frame {
+            name: Arc::from(f.name.as_str()),
+            system_name: Arc::from(f.name.as_str()),
+            file: f.file.as_deref().map(Arc::from),
+            line: f.line,
+        };
+        let line = vec![Line {
+            function_id: self.function(&frame),
+            line: i64::from(f.line),
+            column: 0,
+        }];
+        self.profile.location.push(Location {
+            id,
+            mapping_id: 0,
+            address: 0,
+            line,
+            is_folded: false,
+        });
+        self.pseudo_locations.insert(f.clone(), id);
+        id
+    }
+
     fn function(&mut self, f: &Frame) -> u64 {
         let name = self.string(&f.name);
         let system_name = self.string(&f.system_name);
@@ -275,5 +333,69 @@ impl Builder {
             m.has_inline_frames = lines;
         }
         self.profile
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pseudo_frames_sit_on_the_leaf_side_with_no_address() {
+        let meta = ProfileMeta {
+            sample_types: vec![("fds", "count")],
+            period_type: ("fds", "count"),
+            period: 1,
+            default_sample_type: None,
+            time_nanos: 0,
+            duration_nanos: 0,
+        };
+        let what = PseudoFrame::named("tcp ESTABLISHED to 127.0.0.1:9000");
+        let site = PseudoFrame {
+            name: "spawned at".into(),
+            file: Some("src/jobs.rs".into()),
+            line: 42,
+        };
+        let samples = vec![
+            StackSample {
+                stack: Vec::new(),
+                values: vec![950],
+                labels: vec![SampleLabel::Str("kind", "tcp".into())],
+                pseudo: vec![what.clone(), PseudoFrame::named("tcp")],
+            },
+            StackSample {
+                stack: Vec::new(),
+                values: vec![3],
+                labels: Vec::new(),
+                pseudo: vec![site, PseudoFrame::named("tcp")],
+            },
+        ];
+        let maps = ProcessMaps::default();
+        let p = build_profile(&meta, samples, &maps, Symbolizer::global(), None);
+        p.validate().expect("a valid profile");
+        // Three distinct pseudo frames, the shared root only once.
+        assert_eq!(p.location.len(), 3);
+        assert!(
+            p.location
+                .iter()
+                .all(|l| l.address == 0 && l.mapping_id == 0)
+        );
+        let name_of = |loc_id: u64| {
+            let loc = &p.location[loc_id as usize - 1];
+            let f = &p.function[loc.line[0].function_id as usize - 1];
+            (
+                p.string(f.name).to_owned(),
+                p.string(f.filename).to_owned(),
+                loc.line[0].line,
+            )
+        };
+        let first = &p.sample[0].location_id;
+        assert_eq!(name_of(first[0]).0, what.name);
+        assert_eq!(name_of(first[1]).0, "tcp");
+        assert_eq!(p.sample[0].location_id[1], p.sample[1].location_id[1]);
+        assert_eq!(
+            name_of(p.sample[1].location_id[0]),
+            ("spawned at".to_owned(), "src/jobs.rs".to_owned(), 42)
+        );
     }
 }

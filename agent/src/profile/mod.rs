@@ -4,6 +4,6 @@ mod build;
 mod delta;
 mod model;
 
-pub use build::{ProfileMeta, SampleLabel, StackSample, TrimFn, build_profile};
+pub use build::{ProfileMeta, PseudoFrame, SampleLabel, StackSample, TrimFn, build_profile};
 pub use delta::delta;
 pub use model::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
