@@ -54,6 +54,7 @@ pub mod collect;
 #[cfg(feature = "cpu")]
 pub mod cpu;
 pub mod error;
+pub mod explain;
 #[cfg(feature = "heap")]
 pub mod heap;
 #[cfg(feature = "server")]

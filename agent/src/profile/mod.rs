@@ -2,8 +2,10 @@
 
 mod build;
 mod delta;
+mod index;
 mod model;
 
 pub use build::{ProfileMeta, PseudoFrame, SampleLabel, StackSample, TrimFn, build_profile};
 pub use delta::delta;
+pub use index::{FrameRef, ProfileIndex};
 pub use model::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};

@@ -45,6 +45,7 @@ struct RuleSpec {
     growth: Option<GrowthSpec>,
     hysteresis: Option<f64>,
     for_secs: Option<f64>,
+    clear_secs: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -162,6 +163,15 @@ fn rules_from_parsed(file: File, origin: &str) -> Result<Vec<Rule>> {
                 return Err(bad(origin, format!("{at}: for_secs {f} is negative")));
             }
             rule = rule.with_for_secs(f);
+        }
+        if let Some(c) = spec.clear_secs {
+            if c < 0.0 || !c.is_finite() {
+                return Err(bad(
+                    origin,
+                    format!("{at}: clear_secs {c} is not a duration"),
+                ));
+            }
+            rule = rule.with_clear_secs(c);
         }
         if rules.iter().any(|r: &Rule| r.name == rule.name) {
             return Err(bad(

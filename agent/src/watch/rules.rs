@@ -2,10 +2,17 @@
 //!
 //! A [`Rule`] watches one metric's [`Series`] and moves a [`RuleState`]
 //! through ok → warning → critical → ok. Raising needs the measured quantity
-//! (value, ratio to a limit, or growth slope) to reach a threshold and hold it
-//! for `for_secs`; lowering is immediate but only once the quantity falls
-//! below the threshold minus a hysteresis band, so a value hovering at a line
-//! does not flap. Pure code: no I/O, time is passed in.
+//! (value, ratio to a limit, or growth rate) to reach a threshold and hold it
+//! for `for_secs`; lowering needs it to fall below the threshold minus a
+//! hysteresis band and stay there for `clear_secs`, so a value hovering at a
+//! line, or a sawtooth, gives one alert per episode, not one per tooth.
+//!
+//! A growth rule measures the growth that held *throughout* its window: the
+//! least-squares slope over the window, capped at twice the rise of the
+//! slowest of the window's three thirds (see [`Series::growth`]). A steady leak grows in
+//! every third; a one-off step (a pool that filled at start-up, a burst of
+//! connections) or a cache that filled and stopped leaves a third flat, and
+//! does not fire. Pure code: no I/O, time is passed in.
 
 use std::fmt;
 
@@ -52,8 +59,9 @@ pub enum Condition {
         /// Critical ratio, if any.
         critical: Option<f64>,
     },
-    /// Least-squares slope over `window_secs`, in units per minute:
-    /// >= `per_minute` is a warning (a suspected leak).
+    /// Growth over `window_secs`, in units per minute, that held
+    /// throughout the window (see the module docs): >= `per_minute` is a
+    /// warning (a suspected leak).
     Growth {
         /// Warning growth rate, units per minute.
         per_minute: f64,
@@ -77,8 +85,13 @@ pub struct Rule {
     /// before the level is left; default 0.1.
     pub hysteresis: f64,
     /// How long a raised condition must hold before the level is entered,
-    /// seconds; default 0 (at once).
+    /// seconds; default a tenth of the window for growth rules (a ramp that
+    /// is about to stop does not fire), 0 (at once) for the others.
     pub for_secs: f64,
+    /// How long the quantity must stay below the lowered line before a
+    /// raised level is left, seconds; default half the window for growth
+    /// rules, 0 (at once) for the others.
+    pub clear_secs: f64,
 }
 
 /// Evaluation state of one rule, kept by the caller between samples.
@@ -91,6 +104,9 @@ pub struct RuleState {
     /// A higher level whose threshold is reached, with the time it was first
     /// reached; entered once it has held for the rule's `for_secs`.
     pub pending: Option<(Level, f64)>,
+    /// Since when the quantity has been below the current level's lowered
+    /// line; the level is left once that has lasted the rule's `clear_secs`.
+    pub clearing: Option<f64>,
 }
 
 impl RuleState {
@@ -100,6 +116,7 @@ impl RuleState {
             level: Level::Ok,
             since: now,
             pending: None,
+            clearing: None,
         }
     }
 }
@@ -128,14 +145,24 @@ pub struct Transition {
 }
 
 impl Rule {
-    /// A rule with the default hysteresis (0.1) and `for_secs` (0).
+    /// A rule with the default hysteresis (0.1), `for_secs` (a tenth of
+    /// the window of a growth rule, else 0) and `clear_secs` (half the
+    /// window of a growth rule, else 0).
     pub fn new(name: impl Into<String>, metric: impl Into<String>, condition: Condition) -> Self {
+        let (for_secs, clear_secs) = match condition {
+            Condition::Growth { window_secs, .. } if window_secs.is_finite() => {
+                let w = window_secs.max(0.0);
+                (w / 10.0, w / 2.0)
+            }
+            _ => (0.0, 0.0),
+        };
         Self {
             name: name.into(),
             metric: metric.into(),
             condition,
             hysteresis: 0.1,
-            for_secs: 0.0,
+            for_secs,
+            clear_secs,
         }
     }
 
@@ -148,6 +175,12 @@ impl Rule {
     /// Sets how long a condition must hold before its level is entered.
     pub fn with_for_secs(mut self, for_secs: f64) -> Self {
         self.for_secs = for_secs;
+        self
+    }
+
+    /// Sets how long the quantity must stay low before a level is left.
+    pub fn with_clear_secs(mut self, clear_secs: f64) -> Self {
+        self.clear_secs = clear_secs;
         self
     }
 
@@ -170,10 +203,13 @@ impl Rule {
                 per_minute,
                 critical_per_minute,
                 window_secs,
-            } => (
-                series.slope(window_secs, now)? * 60.0,
-                [Some(per_minute), critical_per_minute],
-            ),
+            } => {
+                let (overall, slowest) = series.growth(window_secs, now)?;
+                (
+                    overall.min(SUSTAINED * slowest) * 60.0,
+                    [Some(per_minute), critical_per_minute],
+                )
+            }
         };
         q.is_finite().then_some((q, thresholds))
     }
@@ -236,8 +272,14 @@ impl Rule {
         state.pending = None;
         let held = |level: Level| threshold_of(level).is_some_and(|t| q >= self.lowered(t));
         if current == Level::Ok || held(current) {
+            state.clearing = None;
             return None;
         }
+        let since = *state.clearing.get_or_insert(now);
+        if now - since < self.clear_secs {
+            return None;
+        }
+        state.clearing = None;
         let to = [Level::Warning, Level::Ok]
             .into_iter()
             .find(|&l| l < current && (l == Level::Ok || held(l)))
@@ -270,10 +312,8 @@ impl Rule {
     }
 
     fn message(&self, from: Level, to: Level, q: f64, threshold: f64) -> String {
-        let (name, bytes) = match self.metric.strip_suffix("_bytes") {
-            Some(stem) => (stem.replace('_', " "), true),
-            None => (self.metric.replace('_', " "), false),
-        };
+        let bytes = self.metric.ends_with("_bytes");
+        let name = display_name(&self.metric);
         let fmt = |x: f64, d: usize| {
             if bytes {
                 fmt_bytes(x, d)
@@ -316,27 +356,42 @@ impl Rule {
             Condition::Growth { window_secs, .. } => {
                 let window = fmt_window(window_secs);
                 if up {
-                    let what = if to == Level::Critical {
-                        "critical at"
-                    } else {
-                        "limit"
-                    };
                     format!(
-                        "{name} grow by {}/min over {window} ({what} {}/min): suspected leak",
+                        "{name} growing {}/min over {window}, throughout ({to} at {}/min): suspected leak",
                         num(q),
                         num(threshold)
                     )
                 } else {
                     format!(
-                        "{name} growth down to {}/min over {window} (below {}/min, leaving {from}): {to}",
+                        "{name} growth down to {}/min over {window} (below {}/min for {}, leaving {from}): {to}",
                         num(q),
-                        num(threshold)
+                        num(threshold),
+                        fmt_window(self.clear_secs)
                     )
                 }
             }
         }
     }
 }
+
+/// The metric as messages name it.
+fn display_name(metric: &str) -> String {
+    match metric {
+        "heap_bytes" => "heap in use".into(),
+        "rss_bytes" => "RSS".into(),
+        "open_fds" => "open fds".into(),
+        "tokio_tasks" => "tokio tasks".into(),
+        other => other
+            .strip_suffix("_bytes")
+            .unwrap_or(other)
+            .replace('_', " "),
+    }
+}
+
+/// A growth rule's rate is capped at this many times the rise of the
+/// slowest third of its window: growth that did not hold throughout is no
+/// trend.
+const SUSTAINED: f64 = 2.0;
 
 /// `digits` decimals (none from 1000 on, unless more are needed).
 fn fmt_num(x: f64, digits: usize) -> String {
@@ -392,8 +447,12 @@ fn growth(metric: &str, per_minute: f64, window_secs: f64) -> Rule {
 /// The default rule set: open fds at 80 % (warning) / 95 % (critical) of the
 /// fd limit, and growth rules (suspected leaks) on threads (5/min over 5 min),
 /// open fds (10/min over 5 min), tokio tasks and Go goroutines (50/min over
-/// 5 min each; a rule whose metric a target lacks stays `ok`) and RSS
-/// (1 MiB/min over 15 min); all with hysteresis 0.1 and no `for_secs`.
+/// 5 min each), the heap in use (`heap_bytes`: jemalloc's allocated bytes,
+/// or a Go service's `HeapAlloc`; 512 KiB/min over 5 min, so a leak of
+/// 1 MiB/min fires within 5 minutes) and RSS (1 MiB/min over 15 min). A
+/// rule whose metric a target lacks stays `ok`. All with hysteresis 0.1;
+/// growth rules hold a tenth of their window before firing and clear after
+/// half of it.
 pub fn default_rules() -> Vec<Rule> {
     vec![
         Rule::new(
@@ -408,6 +467,15 @@ pub fn default_rules() -> Vec<Rule> {
         growth("open_fds", 10.0, 300.0),
         growth("tokio_tasks", 50.0, 300.0),
         growth("goroutines", 50.0, 300.0),
+        Rule::new(
+            "heap_growth",
+            "heap_bytes",
+            Condition::Growth {
+                per_minute: 512.0 * 1024.0,
+                critical_per_minute: None,
+                window_secs: 300.0,
+            },
+        ),
         growth("rss_bytes", 1024.0 * 1024.0, 900.0),
     ]
 }

@@ -79,34 +79,83 @@ impl Series {
     /// Returns `None` with fewer than 3 such points, or when they span less
     /// than half the window (not enough history to call it a trend).
     pub fn slope(&self, window_secs: f64, now: f64) -> Option<f64> {
+        let points = self.trend_window(window_secs, now)?;
+        least_squares(&points)
+    }
+
+    /// The slope over the window (as [`Series::slope`]) and the slowest
+    /// rise of its three thirds (by time), both in value units per second:
+    /// how fast it grew, and whether it grew *throughout*. A third's rise is
+    /// the median of its second half minus the median of its first half,
+    /// over half the third's span: medians, so the tail of a ramp that
+    /// stopped early in a third does not count as growth there. A step or a
+    /// ramp that stopped leaves a third flat; a steady leak does not. `None`
+    /// as for [`Series::slope`], or when a third has fewer than four points.
+    pub fn growth(&self, window_secs: f64, now: f64) -> Option<(f64, f64)> {
+        let points = self.trend_window(window_secs, now)?;
+        let overall = least_squares(&points)?;
+        let (first, last) = (points[0].0, points[points.len() - 1].0);
+        let third = (last - first) / 3.0;
+        let mut slowest = f64::INFINITY;
+        for k in 0..3 {
+            let (from, to) = (first + third * k as f64, first + third * (k + 1) as f64);
+            let part: Vec<f64> = points
+                .iter()
+                .filter(|&&(t, _)| t >= from && (t < to || (k == 2 && t <= to)))
+                .map(|&(_, v)| v)
+                .collect();
+            if part.len() < 4 {
+                return None;
+            }
+            let (early, late) = part.split_at(part.len() / 2);
+            let rise = median(late) - median(early);
+            slowest = slowest.min(rise / (third / 2.0));
+        }
+        slowest.is_finite().then_some((overall, slowest))
+    }
+
+    /// The points of the window, when they are enough for a trend.
+    fn trend_window(&self, window_secs: f64, now: f64) -> Option<Vec<(f64, f64)>> {
         if !window_secs.is_finite() || !now.is_finite() || window_secs < 0.0 {
             return None;
         }
-        let since = now - window_secs;
-        let (mut n, mut sum_t, mut sum_v) = (0usize, 0.0f64, 0.0f64);
-        let (mut first_t, mut last_t) = (f64::NAN, f64::NAN);
-        for (t, v) in self.window(since) {
-            if n == 0 {
-                first_t = t;
-            }
-            last_t = t;
-            n += 1;
-            sum_t += t;
-            sum_v += v;
-        }
-        if n < 3 || last_t - first_t < window_secs / 2.0 {
+        let points: Vec<(f64, f64)> = self.window(now - window_secs).collect();
+        let (first, last) = (points.first()?.0, points.last()?.0);
+        if points.len() < 3 || last - first < window_secs / 2.0 {
             return None;
         }
-        // Centre on the means for numerical stability with unix timestamps.
-        let (mean_t, mean_v) = (sum_t / n as f64, sum_v / n as f64);
-        let (mut sxy, mut sxx) = (0.0, 0.0);
-        for (t, v) in self.window(since) {
-            let dt = t - mean_t;
-            sxy += dt * (v - mean_v);
-            sxx += dt * dt;
-        }
-        (sxx > 0.0).then(|| sxy / sxx)
+        Some(points)
     }
+}
+
+/// The median of `values` (not empty).
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Least-squares slope of `points`; `None` when their times do not vary.
+fn least_squares(points: &[(f64, f64)]) -> Option<f64> {
+    let n = points.len() as f64;
+    if points.len() < 2 {
+        return None;
+    }
+    // Centre on the means for numerical stability with unix timestamps.
+    let mean_t = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let mean_v = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for &(t, v) in points {
+        let dt = t - mean_t;
+        sxy += dt * (v - mean_v);
+        sxx += dt * dt;
+    }
+    (sxx > 0.0).then(|| sxy / sxx)
 }
 
 #[cfg(test)]
@@ -177,5 +226,27 @@ mod tests {
         assert!(s.slope(300.0, 150.0).is_some());
         // Old points fall out of the window: only 150 is left in [200, 500].
         assert_eq!(s.slope(300.0, 500.0), None);
+    }
+
+    #[test]
+    fn growth_sees_a_steady_rise_throughout_and_a_step_in_one_third() {
+        let t0 = 1_700_000_000.0;
+        let mut steady = Series::new(1000);
+        let mut step = Series::new(1000);
+        for i in 0..=300 {
+            steady.push(t0 + i as f64, 0.5 * i as f64);
+            step.push(t0 + i as f64, if i < 150 { 10.0 } else { 40.0 });
+        }
+        let now = t0 + 300.0;
+        let (overall, slowest) = steady.growth(300.0, now).unwrap();
+        assert!((overall - 0.5).abs() < 1e-9, "{overall}");
+        assert!((slowest - 0.5).abs() < 0.01, "{slowest}");
+        // The step makes the whole-window slope large, but the first and
+        // last thirds are flat.
+        let (overall, slowest) = step.growth(300.0, now).unwrap();
+        assert!(overall > 0.1, "{overall}");
+        assert!(slowest.abs() < 1e-9, "{slowest}");
+        // Not enough history: as for slope.
+        assert_eq!(steady.growth(300.0, t0 + 800.0), None);
     }
 }

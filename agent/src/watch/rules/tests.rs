@@ -47,12 +47,13 @@ fn thread_leak_fires_growth_warning_once_then_recovers_when_flat() {
     let (tr, state) = run_fresh(&threads, samples);
     assert_eq!(tr.len(), 2, "{tr:#?}");
     assert_eq!((tr[0].from, tr[0].to), (Level::Ok, Level::Warning));
-    // Fires as soon as the history spans half the 5 min window.
-    assert_eq!(tr[0].at, 150.0);
+    // Fires once the history spans half the 5 min window and the growth
+    // has held for a tenth of it.
+    assert_eq!(tr[0].at, 180.0);
     assert!((tr[0].value - 10.0).abs() < 1e-6);
     assert_eq!(
         tr[0].message,
-        "threads grow by 10.0/min over 5m (limit 5.0/min): suspected leak"
+        "threads growing 10.0/min over 5m, throughout (warning at 5.0/min): suspected leak"
     );
     assert_eq!((tr[1].from, tr[1].to), (Level::Warning, Level::Ok));
     assert!(
@@ -216,7 +217,7 @@ fn condition_held_for_for_secs_fires() {
     );
     assert_eq!(tr.len(), 1);
     assert_eq!(tr[0].at, 130.0);
-    assert_eq!(tr[0].message, "rss at 1.9 GiB (warning at 953.7 MiB)");
+    assert_eq!(tr[0].message, "RSS at 1.9 GiB (warning at 953.7 MiB)");
 }
 
 #[test]
@@ -241,6 +242,7 @@ fn growth_without_enough_history_keeps_state() {
         level: Level::Warning,
         since: 0.0,
         pending: None,
+        clearing: None,
     };
     let mut series = Series::new(10);
     let tr = run(
@@ -251,4 +253,82 @@ fn growth_without_enough_history_keeps_state() {
     );
     assert!(tr.is_empty());
     assert_eq!(state.level, Level::Warning);
+}
+
+#[test]
+fn a_step_or_a_ramp_that_stopped_never_fires() {
+    // 40 threads started at once at minute 3 (a pool at start-up), flat
+    // before and after.
+    let step = |s: u32| if s < 180 { 20.0 } else { 60.0 };
+    let (tr, _) = run_fresh(&rule("threads"), (0..1800).map(|s| (s as f64, step(s))));
+    assert!(tr.is_empty(), "{tr:#?}");
+    // Connections ramping up over 40 s under load, then steady.
+    let ramp = |s: u32| 30.0 + 2.0 * (s.saturating_sub(100).min(40)) as f64;
+    let (tr, _) = run_fresh(&rule("open_fds"), (0..1800).map(|s| (s as f64, ramp(s))));
+    assert!(tr.is_empty(), "{tr:#?}");
+    // A cache of 64 MiB filling over two minutes, then full.
+    let mib = 1024.0 * 1024.0;
+    let cache = |s: u32| 40.0 * mib + 64.0 * mib * (s.min(120) as f64 / 120.0);
+    let (tr, _) = run_fresh(&rule("heap_bytes"), (0..1800).map(|s| (s as f64, cache(s))));
+    assert!(tr.is_empty(), "{tr:#?}");
+}
+
+#[test]
+fn a_heap_leak_of_one_mib_a_minute_fires_within_five_minutes() {
+    let mib = 1024.0 * 1024.0;
+    // 10 minutes of a quiet service, then 1 MiB/min on top of a sawtooth of
+    // request buffers (±2 MiB every 7 s).
+    let heap = |s: u32| {
+        let noise = 2.0 * mib * ((s % 7) as f64 / 7.0 - 0.5);
+        let leak = (s.saturating_sub(600)) as f64 / 60.0 * mib;
+        100.0 * mib + noise + leak
+    };
+    let (tr, state) = run_fresh(&rule("heap_bytes"), (0..1800).map(|s| (s as f64, heap(s))));
+    assert_eq!(tr.len(), 1, "{tr:#?}");
+    assert_eq!(tr[0].rule, "heap_growth");
+    assert_eq!(state.level, Level::Warning);
+    let after = tr[0].at - 600.0;
+    eprintln!("1 MiB/min heap leak: alert {after} s after it started");
+    assert!(
+        (150.0..=300.0).contains(&after),
+        "fired {after} s after the leak started"
+    );
+    assert!(
+        tr[0].message.starts_with("heap in use growing ")
+            && tr[0].message.ends_with(
+                " KiB/min over 5m, throughout (warning at 512.0 KiB/min): suspected leak"
+            ),
+        "{}",
+        tr[0].message
+    );
+}
+
+#[test]
+fn a_sawtooth_gives_one_alert_per_episode() {
+    // RSS rising 10 MiB over 90 s then dropping back, again and again for
+    // 20 minutes, then quiet: growth in every window while it lasts, but
+    // the rule must not flip between ok and warning on each tooth.
+    let mib = 1024.0 * 1024.0;
+    let r = Rule::new(
+        "rss_fast",
+        "rss_bytes",
+        Condition::Growth {
+            per_minute: mib,
+            critical_per_minute: None,
+            window_secs: 120.0,
+        },
+    );
+    let saw = |s: u32| {
+        let leak = s.min(1200) as f64 / 60.0 * 2.0 * mib;
+        let tooth = if s < 1200 {
+            10.0 * mib * ((s % 90) as f64 / 90.0)
+        } else {
+            0.0
+        };
+        200.0 * mib + leak + tooth
+    };
+    let (tr, state) = run_fresh(&r, (0..2400).map(|s| (s as f64, saw(s))));
+    let ups = tr.iter().filter(|t| t.to > t.from).count();
+    assert_eq!(ups, 1, "{tr:#?}");
+    assert_eq!(state.level, Level::Ok, "cleared once the growth stopped");
 }
