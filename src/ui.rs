@@ -289,7 +289,7 @@ pub trait AgentBuilderExt {
 
 impl AgentBuilderExt for AgentBuilder {
     fn with_ui(self) -> Self {
-        self.extra_routes(|parts| {
+        self.viewer_path(AGENT_UI).extra_routes(|parts| {
             let name = std::env::current_exe()
                 .ok()
                 .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))

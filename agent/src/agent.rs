@@ -39,6 +39,7 @@ pub struct AgentBuilder {
     webhook: Option<WebhookOptions>,
     store: Option<Store>,
     extra_routes: Vec<RoutesHook>,
+    viewer: Option<String>,
 }
 
 /// What a running agent is made of, for [`AgentBuilder::extra_routes`].
@@ -69,12 +70,25 @@ fn start_watch(
     options: MonitorOptions,
     webhook: Option<WebhookOptions>,
     store: Option<Store>,
+    viewer: Option<String>,
 ) -> Result<WatchParts> {
     let handle = tokio::runtime::Handle::try_current().ok();
-    let extra: Option<ExtraMetrics> = handle.map(|h| -> ExtraMetrics {
-        Box::new(move || vec![("tokio_tasks", h.metrics().num_alive_tasks() as f64)])
+    let extra: ExtraMetrics = Box::new(move || {
+        let mut values = Vec::new();
+        if let Some(h) = &handle {
+            values.push(("tokio_tasks", h.metrics().num_alive_tasks() as f64));
+        }
+        // The heap in use, as jemalloc counts it (exact, not sampled).
+        #[cfg(feature = "heap")]
+        if let Some(a) = crate::heap::allocator_stats() {
+            values.push(("heap_bytes", a.allocated as f64));
+        }
+        values
     });
     let mut evidence = Evidence::new(Target::SelfProcess, Evidence::DEFAULT_BASELINE_EVERY);
+    if let Some(path) = viewer {
+        evidence = evidence.with_viewer(path);
+    }
     if let Some(store) = store {
         evidence = evidence.with_store(store, process_name());
     }
@@ -87,7 +101,7 @@ fn start_watch(
             target: "self".into(),
         }));
     }
-    let monitor = Monitor::spawn(Target::SelfProcess, options, extra, hooks)?;
+    let monitor = Monitor::spawn(Target::SelfProcess, options, Some(extra), hooks)?;
     Ok(WatchParts {
         monitor: Arc::new(monitor),
         evidence,
@@ -129,6 +143,7 @@ impl AgentBuilder {
             webhook: None,
             store: None,
             extra_routes: Vec::new(),
+            viewer: None,
         }
     }
 
@@ -263,7 +278,7 @@ impl AgentBuilder {
         let watch = match self
             .watch
             .clone()
-            .map(|w| start_watch(w, webhook, self.store.clone()))
+            .map(|w| start_watch(w, webhook, self.store.clone(), self.viewer.clone()))
             .transpose()
         {
             Ok(w) => w,
@@ -296,6 +311,14 @@ impl AgentBuilder {
         build: impl Fn(&AgentParts) -> Router + Send + Sync + 'static,
     ) -> Self {
         self.extra_routes.push(RoutesHook(Arc::new(build)));
+        self
+    }
+
+    /// Where the web viewer is mounted beside the routes (a path such as
+    /// `/debug/pprof/ui`): alerts' findings then link to their diff there.
+    /// `leakscope::ui::AgentBuilderExt::with_ui` sets it.
+    pub fn viewer_path(mut self, path: impl Into<String>) -> Self {
+        self.viewer = Some(path.into());
         self
     }
 

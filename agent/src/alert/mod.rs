@@ -30,6 +30,9 @@ pub struct Alert {
     pub message: String,
     /// What is watched: `"self"` or `"pid 1234"`.
     pub target: String,
+    /// What leaks and where, when the watch loop could name it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finding: Option<crate::explain::Finding>,
 }
 
 /// The JSON body of a webhook post: the alert's fields plus `text`.
@@ -42,7 +45,8 @@ struct Body<'a> {
 
 impl Alert {
     /// A one-line, Slack-compatible summary such as
-    /// `[leakscope] warning: threads grow by 12.0/min over 5m (limit 5.0/min): suspected leak (self)`.
+    /// `[leakscope] warning: threads growing 12.0/min over 5m, throughout (warning at 5.0/min): suspected leak (self): threads 4 -> 64 (+60); +60 in app::worker (src/worker.rs:42)`,
+    /// the finding's summary last when there is one.
     ///
     /// Line breaks in the message become spaces. Without a message, the
     /// summary is built from the rule, metric, value and threshold.
@@ -55,7 +59,14 @@ impl Alert {
         } else {
             self.message.clone()
         };
-        let line = format!("[leakscope] {}: {} ({})", self.to, message, self.target);
+        let named = self
+            .finding
+            .as_ref()
+            .map_or(String::new(), |f| format!(": {}", f.summary));
+        let line = format!(
+            "[leakscope] {}: {} ({}){named}",
+            self.to, message, self.target
+        );
         line.split(['\r', '\n'])
             .filter(|s| !s.is_empty())
             .collect::<Vec<_>>()
@@ -90,6 +101,7 @@ mod tests {
             at_unix: 1_700_000_000.5,
             message: "threads grow by 12.0/min over 5m (limit 5.0/min): suspected leak".into(),
             target: "self".into(),
+            finding: None,
         }
     }
 
@@ -146,6 +158,7 @@ impl Alert {
             at_unix: t.at,
             message: t.message.clone(),
             target: target.to_owned(),
+            finding: t.finding.clone(),
         }
     }
 }

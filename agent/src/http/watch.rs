@@ -8,7 +8,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{GoError, HttpState, attachment, nosniff};
+#[cfg(feature = "heap")]
+use super::attachment;
+use super::{GoError, HttpState, nosniff};
 use crate::watch::evidence::Evidence;
 use crate::watch::monitor::Monitor;
 

@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::rules::{Level, Rule, RuleState, Transition, default_rules};
 use super::series::Series;
 use crate::error::{Error, Result};
+use crate::explain::Finding;
 use crate::resource::{ResourceSample, SampleOptions, Target, sample};
 
 /// Settings of the watch loop.
@@ -75,13 +76,38 @@ impl Default for MonitorOptions {
 /// What the watch loop tells others, on its own thread. Implementations keep
 /// it short or hand heavy work elsewhere: the next sample waits for them.
 pub trait WatchHook: Send + Sync {
-    /// After every successful sample; `all_ok` when every rule is at `Ok`.
-    fn on_sample(&self, _sample: &ResourceSample, _all_ok: bool) {}
-    /// On every state change of a rule.
+    /// After every successful sample, with every rule's level.
+    fn on_sample(&self, _sample: &ResourceSample, _levels: &Levels<'_>) {}
+    /// When a rule goes up: what leaks and where, if this hook can tell
+    /// (the first hook that answers names the alert). Bounded work: the
+    /// alert waits for it.
+    fn explain(&self, _transition: &Transition, _sample: &ResourceSample) -> Option<Finding> {
+        None
+    }
+    /// On every state change of a rule (with its finding, on the way up).
     fn on_transition(&self, _transition: &Transition, _sample: &ResourceSample) {}
     /// When the status changes (a process exits, access is refused, a
     /// located target is found under a new pid, ...).
     fn on_status(&self, _status: TargetStatus, _pid: Option<u32>, _message: &str) {}
+}
+
+/// Every rule's level after a sample, as `(rule, metric, level)`.
+#[derive(Debug, Clone, Copy)]
+pub struct Levels<'a>(pub &'a [(String, String, Level)]);
+
+impl Levels<'_> {
+    /// True when every rule is at `Ok`.
+    pub fn all_ok(&self) -> bool {
+        self.0.iter().all(|(_, _, l)| *l == Level::Ok)
+    }
+
+    /// True when every rule on one of `metrics` is at `Ok`.
+    pub fn ok_for(&self, metrics: &[&str]) -> bool {
+        self.0
+            .iter()
+            .filter(|(_, m, _)| metrics.contains(&m.as_str()))
+            .all(|(_, _, l)| *l == Level::Ok)
+    }
 }
 
 /// Supplies in-process figures /proc does not have (tokio tasks), by metric
@@ -301,12 +327,15 @@ impl Drop for Monitor {
 
 /// Metrics a rule can name: those read from /proc, `tokio_tasks` (from the
 /// runtime, when the agent runs inside one, or from a leakscope agent's
-/// `/metrics` for the sidecar) and `goroutines` (the sidecar reads a Go
-/// service's goroutine count from its pprof endpoint).
+/// `/metrics` for the sidecar), `goroutines` (the sidecar reads a Go
+/// service's goroutine count from its pprof endpoint) and `heap_bytes` (the
+/// heap in use: jemalloc's allocated bytes in the agent, a leakscope
+/// agent's `/metrics` or a Go service's `HeapAlloc` for the sidecar).
 pub const METRICS: &[&str] = &[
     "threads",
     "open_fds",
     "rss_bytes",
+    "heap_bytes",
     "cpu_seconds",
     "tokio_tasks",
     "goroutines",
@@ -500,13 +529,6 @@ fn run(
                             transitions.push(t);
                         }
                     }
-                    for t in &transitions {
-                        if sh.alerts.len() >= options.recent_alerts.max(1) {
-                            sh.alerts.pop_front();
-                        }
-                        sh.alerts.push_back(t.clone());
-                        sh.view.alerts_total += 1;
-                    }
                     sh.view.levels = options
                         .rules
                         .iter()
@@ -530,10 +552,28 @@ fn run(
                     sh.view.error = None;
                     transitions
                 };
+                let mut transitions = transitions;
+                for t in transitions.iter_mut().filter(|t| t.to > t.from) {
+                    t.finding = hooks.iter().find_map(|h| h.explain(t, &s));
+                }
+                {
+                    let mut sh = shared.lock().unwrap_or_else(|e| e.into_inner());
+                    for t in &transitions {
+                        if sh.alerts.len() >= options.recent_alerts.max(1) {
+                            sh.alerts.pop_front();
+                        }
+                        sh.alerts.push_back(t.clone());
+                        sh.view.alerts_total += 1;
+                    }
+                }
                 for t in &transitions {
+                    let named = t
+                        .finding
+                        .as_ref()
+                        .map_or(String::new(), |f| format!("; {}", f.summary));
                     if t.to > t.from {
                         tracing::warn!(rule = %t.rule, metric = %t.metric, from = %t.from, to = %t.to,
-                            value = t.value, threshold = t.threshold, "leakscope alert: {}", t.message);
+                            value = t.value, threshold = t.threshold, "leakscope alert: {}{named}", t.message);
                     } else {
                         tracing::info!(rule = %t.rule, metric = %t.metric, from = %t.from, to = %t.to,
                             value = t.value, threshold = t.threshold, "leakscope alert: {}", t.message);
@@ -542,9 +582,14 @@ fn run(
                         hook.on_transition(t, &s);
                     }
                 }
-                let all_ok = states.iter().all(|st| st.level == Level::Ok);
+                let levels: Vec<(String, String, Level)> = options
+                    .rules
+                    .iter()
+                    .zip(&states)
+                    .map(|(r, st)| (r.name.clone(), r.metric.clone(), st.level))
+                    .collect();
                 for hook in &hooks {
-                    hook.on_sample(&s, all_ok);
+                    hook.on_sample(&s, &Levels(&levels));
                 }
             }
             Err(e) => {

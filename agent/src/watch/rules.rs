@@ -142,6 +142,10 @@ pub struct Transition {
     pub at: f64,
     /// Human sentence describing the change.
     pub message: String,
+    /// What leaks and where, when the watch loop could name it (set on the
+    /// way up, by the hooks' [`explain`](super::monitor::WatchHook::explain)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finding: Option<crate::explain::Finding>,
 }
 
 impl Rule {
@@ -308,6 +312,7 @@ impl Rule {
             threshold,
             at: now,
             message: self.message(from, to, q, threshold),
+            finding: None,
         }
     }
 
@@ -316,7 +321,7 @@ impl Rule {
         let name = display_name(&self.metric);
         let fmt = |x: f64, d: usize| {
             if bytes {
-                fmt_bytes(x, d)
+                crate::explain::format_bytes_with(x, d)
             } else {
                 fmt_num(x, d)
             }
@@ -401,17 +406,6 @@ fn fmt_num(x: f64, digits: usize) -> String {
         digits
     };
     format!("{x:.digits$}")
-}
-
-fn fmt_bytes(x: f64, digits: usize) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = x;
-    let mut unit = 0;
-    while v.abs() >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.digits$} {}", UNITS[unit])
 }
 
 /// Percentage: whole when close to one (at `digits` 1), else `digits` − 1 decimals.

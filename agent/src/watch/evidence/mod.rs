@@ -1,0 +1,364 @@
+//! Evidence for naming a leak, kept by the agent's watch loop on its own
+//! process:
+//!
+//! - a ring of heap snapshots ([`HeapRing`]), one a minute
+//!   ([`Evidence::RING_EVERY`]) whatever the rules say, so a heap alert
+//!   names the allocation site that keeps growing across them and the
+//!   viewer shows leak suspects without a store;
+//! - the last healthy capture (heap counts plus the resource sample with
+//!   its fd and socket breakdown, refreshed every
+//!   [`Evidence::DEFAULT_BASELINE_EVERY`] while every rule is `Ok`) and the
+//!   capture taken when a rule goes up, served for
+//!   `go tool pprof -diff_base baseline breach`, and written to a snapshot
+//!   store with [`Evidence::with_store`].
+//!
+//! As a [`WatchHook`] it answers [`WatchHook::explain`] for the rules on
+//! the heap (`heap_bytes`, `rss_bytes`) with a [`Finding`].
+
+#[cfg(feature = "heap")]
+mod heap_ring;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+#[cfg(feature = "heap")]
+pub use heap_ring::{HeapRing, RingSnapshot};
+
+use super::monitor::{Levels, WatchHook};
+use super::rules::Transition;
+use crate::explain::Finding;
+use crate::resource::{ResourceSample, SampleOptions, Target, sample};
+
+/// One capture.
+#[derive(Debug, Clone)]
+pub struct Capture {
+    /// When it was taken.
+    pub at: SystemTime,
+    /// `"baseline"`, or the rule whose breach triggered it.
+    pub trigger: String,
+    /// The resource sample at capture time, with the breakdowns.
+    pub sample: ResourceSample,
+    /// Heap profile counts, when heap profiling is on.
+    #[cfg(feature = "heap")]
+    pub heap: Option<crate::collect::heap::HeapCounts>,
+}
+
+/// The kind of evidence that names a leak of `metric`: `threads`,
+/// `tasks`, `fds`, `heap` or `goroutine`.
+pub fn kind_of(metric: &str) -> Option<&'static str> {
+    match metric {
+        "threads" => Some("threads"),
+        "tokio_tasks" => Some("tasks"),
+        "open_fds" => Some("fds"),
+        "heap_bytes" | "rss_bytes" => Some("heap"),
+        "goroutines" => Some("goroutine"),
+        _ => None,
+    }
+}
+
+struct State {
+    baseline: Option<Arc<Capture>>,
+    breach: Option<Arc<Capture>>,
+    captures_total: u64,
+    last_baseline: Option<Instant>,
+    #[cfg(feature = "heap")]
+    ring: HeapRing,
+    last_ring: Option<Instant>,
+}
+
+/// Keeps a target's heap ring and its last baseline and breach captures.
+pub struct Evidence {
+    target: Target,
+    baseline_every: Duration,
+    viewer: Option<String>,
+    state: Mutex<State>,
+    /// Hands captures to the thread that writes them to the store.
+    persist: Option<std::sync::mpsc::SyncSender<Arc<Capture>>>,
+}
+
+impl std::fmt::Debug for Evidence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Evidence")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Evidence {
+    /// Default time between baseline captures while healthy.
+    pub const DEFAULT_BASELINE_EVERY: Duration = Duration::from_secs(60);
+    /// Time between the heap ring's snapshots.
+    pub const RING_EVERY: Duration = Duration::from_secs(60);
+    /// Heap snapshots the ring keeps: half an hour at one a minute.
+    pub const RING_SNAPSHOTS: usize = 30;
+    /// Captures waiting to be written, at most.
+    pub const PERSIST_QUEUE: usize = 4;
+
+    /// Evidence for `target`, refreshing the baseline every `baseline_every`.
+    pub fn new(target: Target, baseline_every: Duration) -> Evidence {
+        Evidence {
+            target,
+            baseline_every,
+            viewer: None,
+            state: Mutex::new(State {
+                baseline: None,
+                breach: None,
+                captures_total: 0,
+                last_baseline: None,
+                #[cfg(feature = "heap")]
+                ring: HeapRing::new(Self::RING_SNAPSHOTS),
+                last_ring: None,
+            }),
+            persist: None,
+        }
+    }
+
+    /// Findings link to diffs of this viewer (its path, such as
+    /// `/debug/pprof/ui`), where the ring's snapshots are `heap-SEQ`.
+    #[must_use]
+    pub fn with_viewer(mut self, path: impl Into<String>) -> Evidence {
+        self.viewer = Some(path.into());
+        self
+    }
+
+    /// Also writes every capture to `store` as a heap snapshot of target
+    /// `name` (trigger `schedule` for baselines, `breach` with a `rule`
+    /// label for breaches), on a thread of its own: symbolizing takes tens
+    /// of milliseconds. At most [`Self::PERSIST_QUEUE`] captures wait; more
+    /// are dropped with a warning rather than held in memory.
+    #[must_use]
+    pub fn with_store(mut self, store: crate::store::Store, name: String) -> Evidence {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Capture>>(Self::PERSIST_QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("leakscope-persist".into())
+            .spawn(move || {
+                for capture in rx {
+                    write_capture(&store, &name, &capture);
+                }
+            });
+        match spawned {
+            Ok(_) => self.persist = Some(tx),
+            Err(e) => tracing::warn!(error = %e, "leakscope: captures will not be stored"),
+        }
+        self
+    }
+
+    fn persist(&self, capture: &Arc<Capture>) {
+        if let Some(tx) = &self.persist
+            && tx.try_send(Arc::clone(capture)).is_err()
+        {
+            tracing::warn!("leakscope: the capture store is behind; a capture was not stored");
+        }
+    }
+
+    /// The last capture from the healthy period.
+    pub fn baseline(&self) -> Option<Arc<Capture>> {
+        self.lock().baseline.clone()
+    }
+
+    /// The last capture taken on a breach.
+    pub fn breach(&self) -> Option<Arc<Capture>> {
+        self.lock().breach.clone()
+    }
+
+    /// Captures taken since start.
+    pub fn captures_total(&self) -> u64 {
+        self.lock().captures_total
+    }
+
+    /// Runs `f` on the heap ring.
+    #[cfg(feature = "heap")]
+    pub fn with_ring<T>(&self, f: impl FnOnce(&HeapRing) -> T) -> T {
+        f(&self.lock().ring)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Dumps the heap (this process only, heap profiling on) into the ring;
+    /// the counts.
+    #[cfg(feature = "heap")]
+    fn ring_dump(&self) -> Option<crate::collect::heap::HeapCounts> {
+        if self.target != Target::SelfProcess {
+            return None;
+        }
+        let counts = crate::collect::heap::exclusive(|| {
+            crate::collect::heap::dump().map(|raw| crate::collect::heap::HeapCounts::from_raw(&raw))
+        })
+        .ok()?;
+        let mut st = self.lock();
+        st.ring.push(&counts);
+        st.last_ring = Some(Instant::now());
+        Some(counts)
+    }
+
+    fn capture(
+        &self,
+        trigger: String,
+        fallback: &ResourceSample,
+        #[cfg(feature = "heap")] heap: Option<crate::collect::heap::HeapCounts>,
+    ) -> Capture {
+        let full = SampleOptions {
+            fd_breakdown: true,
+            thread_names: true,
+            tcp_states: true,
+        };
+        let sample = sample(self.target, &full).unwrap_or_else(|_| fallback.clone());
+        Capture {
+            at: SystemTime::now(),
+            trigger,
+            sample,
+            #[cfg(feature = "heap")]
+            heap,
+        }
+    }
+
+    /// The heap finding over the ring (after a fresh snapshot), with the
+    /// ids of its first and last snapshots.
+    #[cfg(feature = "heap")]
+    fn heap_finding(&self) -> Finding {
+        let (snaps, first, last) = {
+            let st = self.lock();
+            let first = st.ring.snapshots().next().map(|s| s.seq);
+            let last = st.ring.snapshots().last().map(|s| s.seq);
+            (
+                st.ring.reduce(crate::symbolize::Symbolizer::global()),
+                first,
+                last,
+            )
+        };
+        let trends = crate::explain::heap::site_trends(&snaps, 0.0);
+        let mut finding = crate::explain::heap::finding(&trends);
+        if let (Some(first), Some(last)) = (first, last)
+            && first != last
+        {
+            finding.base = Some(format!("heap-{first}"));
+            finding.new = Some(format!("heap-{last}"));
+            finding.url = self
+                .viewer
+                .as_ref()
+                .map(|v| format!("{v}/diff?base=heap-{first}&new=heap-{last}&type=inuse_space"));
+        }
+        finding
+    }
+}
+
+impl WatchHook for Evidence {
+    fn on_sample(&self, sample: &ResourceSample, levels: &Levels<'_>) {
+        let (ring_due, baseline_due) = {
+            let st = self.lock();
+            (
+                st.last_ring.is_none_or(|t| t.elapsed() >= Self::RING_EVERY),
+                levels.all_ok()
+                    && st
+                        .last_baseline
+                        .is_none_or(|t| t.elapsed() >= self.baseline_every),
+            )
+        };
+        #[cfg(feature = "heap")]
+        let heap = if ring_due || baseline_due {
+            self.ring_dump()
+        } else {
+            None
+        };
+        #[cfg(not(feature = "heap"))]
+        let _ = ring_due;
+        if baseline_due {
+            let c = Arc::new(self.capture(
+                "baseline".into(),
+                sample,
+                #[cfg(feature = "heap")]
+                heap,
+            ));
+            self.persist(&c);
+            let mut st = self.lock();
+            st.baseline = Some(c);
+            st.last_baseline = Some(Instant::now());
+            st.captures_total += 1;
+        }
+    }
+
+    fn explain(&self, t: &Transition, sample: &ResourceSample) -> Option<Finding> {
+        match kind_of(&t.metric)? {
+            #[cfg(feature = "heap")]
+            "heap" if self.target == Target::SelfProcess => {
+                let counts = self.ring_dump();
+                let finding = self.heap_finding();
+                let c = Arc::new(self.capture(t.rule.clone(), sample, counts));
+                self.persist(&c);
+                let mut st = self.lock();
+                st.breach = Some(c);
+                st.captures_total += 1;
+                Some(finding)
+            }
+            _ => {
+                let _ = sample;
+                None
+            }
+        }
+    }
+
+    fn on_transition(&self, t: &Transition, sample: &ResourceSample) {
+        // Heap rules took their breach capture while explaining.
+        if t.to <= t.from || kind_of(&t.metric) == Some("heap") {
+            return;
+        }
+        #[cfg(feature = "heap")]
+        let heap = self.ring_dump();
+        let c = Arc::new(self.capture(
+            t.rule.clone(),
+            sample,
+            #[cfg(feature = "heap")]
+            heap,
+        ));
+        tracing::info!(rule = %t.rule, "leakscope: captured evidence for the breach");
+        self.persist(&c);
+        let mut st = self.lock();
+        st.breach = Some(c);
+        st.captures_total += 1;
+    }
+}
+
+/// Symbolizes, encodes and stores one capture (heap profiling on).
+fn write_capture(store: &crate::store::Store, name: &str, capture: &Capture) {
+    #[cfg(feature = "heap")]
+    {
+        let Some(counts) = &capture.heap else {
+            return;
+        };
+        let bytes = crate::collect::heap::exclusive(|| {
+            crate::collect::heap::build(
+                counts,
+                crate::collect::heap::HeapView::Heap,
+                None,
+                crate::symbolize::Symbolizer::global(),
+            )
+            .encode_gzip()
+        });
+        let baseline = capture.trigger == "baseline";
+        let mut labels = std::collections::BTreeMap::new();
+        if !baseline {
+            labels.insert("rule".to_owned(), capture.trigger.clone());
+        }
+        let put = store.put(crate::store::NewSnapshot {
+            target: name,
+            pid: Some(capture.sample.pid),
+            kind: "heap",
+            trigger: if baseline {
+                crate::store::Trigger::Schedule
+            } else {
+                crate::store::Trigger::Breach
+            },
+            labels,
+            sample: Some(capture.sample.clone()),
+            time: Some(capture.at),
+            data: &bytes,
+        });
+        if let Err(e) = put {
+            tracing::warn!(error = %e, "leakscope: could not store the capture");
+        }
+    }
+    #[cfg(not(feature = "heap"))]
+    let _ = (store, name, capture);
+}
