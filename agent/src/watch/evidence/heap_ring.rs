@@ -81,7 +81,7 @@ impl HeapRing {
         }
         // Once there are twice as many stacks as the snapshots use, drop
         // the unused ones.
-        if seq % self.capacity as u64 == 0 {
+        if seq.is_multiple_of(self.capacity as u64) {
             self.compact();
         }
         seq
