@@ -179,7 +179,7 @@ pub enum Event {
         /// The target.
         target: String,
         /// The change.
-        transition: Transition,
+        transition: Box<Transition>,
     },
     /// A profile was stored.
     Snapshot {
@@ -343,7 +343,7 @@ impl WatchHook for Hook {
     fn on_transition(&self, transition: &Transition, _sample: &ResourceSample) {
         (self.events)(Event::Alert {
             target: self.target.clone(),
-            transition: transition.clone(),
+            transition: Box::new(transition.clone()),
         });
         if transition.to <= transition.from {
             return;
