@@ -18,6 +18,16 @@ pub enum Error {
     #[error("could not start the CPU profiling timer: {0}")]
     CpuTimer(#[source] std::io::Error),
 
+    /// The application handles SIGURG itself, and a thread dump would have to
+    /// replace its handler.
+    #[error(
+        "thread dumps are off in this process: it has its own SIGURG handler, which a dump would \
+         replace (leakscope interrupts each thread once with SIGURG to read its stack); remove \
+         that handler, or read thread stacks from outside (gdb -p PID -batch -ex 'thread apply \
+         all bt')"
+    )]
+    ThreadDumpSignalTaken,
+
     /// jemalloc heap profiling is not enabled in this process.
     #[error(
         "heap profiling is off: use jemalloc as the global allocator and start the process with \

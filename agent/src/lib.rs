@@ -32,7 +32,7 @@
 //!
 //! | feature  | default | what it adds |
 //! |----------|---------|--------------|
-//! | `cpu`    | yes     | `/debug/pprof/profile`: a SIGPROF sampler unwinding by frame pointers |
+//! | `cpu`    | yes     | `/debug/pprof/profile`: a SIGPROF sampler unwinding by frame pointers; `/debug/pprof/threads`: every thread's stack, by the same unwinder |
 //! | `heap`   | yes     | `/debug/pprof/heap`, `/allocs`: jemalloc's sampling heap profiler |
 //! | `server` | yes     | the axum routes and the listener |
 //!
@@ -63,6 +63,8 @@ pub mod profile;
 pub mod resource;
 pub mod store;
 pub mod symbolize;
+#[cfg(feature = "cpu")]
+pub mod threads;
 pub mod watch;
 
 #[cfg(feature = "server")]

@@ -45,7 +45,7 @@ pub fn build(raw: RawCpuProfile, symbolizer: &Symbolizer) -> Profile {
 /// The leaf is the interrupted PC; every other address is a return address,
 /// which points after the call: minus one lands inside the call instruction,
 /// so file, line and inlining are those of the call site.
-fn adjust_callers(stack: &[u64]) -> Vec<u64> {
+pub(crate) fn adjust_callers(stack: &[u64]) -> Vec<u64> {
     stack
         .iter()
         .enumerate()

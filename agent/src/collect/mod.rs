@@ -1,5 +1,5 @@
-//! Collectors: turn the raw output of the CPU sampler and of jemalloc into
-//! symbolized pprof [`Profile`](crate::profile::Profile)s.
+//! Collectors: turn the raw output of the CPU sampler, of thread dumps and
+//! of jemalloc into symbolized pprof [`Profile`](crate::profile::Profile)s.
 //!
 //! Everything here is synchronous and may take tens of milliseconds
 //! (symbolizing, encoding): callers on an async runtime run it on a
@@ -9,6 +9,8 @@
 pub mod cpu;
 #[cfg(feature = "heap")]
 pub mod heap;
+#[cfg(feature = "cpu")]
+pub mod threads;
 
 #[cfg(any(feature = "cpu", feature = "heap"))]
 /// Nanoseconds since the Unix epoch of `t` (0 before 1970).

@@ -32,11 +32,11 @@
 )))]
 compile_error!("the CPU sampler supports Linux on x86_64 and aarch64 only");
 
-mod sampler;
+pub(crate) mod sampler;
 #[cfg(test)]
 mod tests;
 mod timers;
-mod unwind;
+pub(crate) mod unwind;
 
 use std::collections::HashMap;
 use std::sync::Arc;

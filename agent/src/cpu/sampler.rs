@@ -129,7 +129,7 @@ extern "C" fn on_sigprof(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *m
 /// Only from the signal handler, with `ctx` the signal's ucontext.
 unsafe fn record(ring: &Ring, ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid ucontext_t with SA_SIGINFO.
-    let Some(regs) = (unsafe { regs_from(ctx) }) else {
+    let Some(regs) = (unsafe { Regs::from_ucontext(ctx) }) else {
         ring.lost.fetch_add(1, Ordering::Relaxed);
         return;
     };
@@ -155,40 +155,6 @@ unsafe fn record(ring: &Ring, ctx: *mut libc::c_void) {
         data.name = [0; 16];
     }
     slot.state.store(READY, Ordering::Release);
-}
-
-/// Reads PC, frame pointer and stack pointer from the ucontext.
-///
-/// # Safety
-/// `ctx` must be null or point to the `ucontext_t` of the current signal.
-#[cfg(target_arch = "x86_64")]
-unsafe fn regs_from(ctx: *mut libc::c_void) -> Option<Regs> {
-    // SAFETY: per the contract, non-null ctx is a valid ucontext_t.
-    let uc = unsafe { (ctx as *const libc::ucontext_t).as_ref() }?;
-    let g = &uc.uc_mcontext.gregs;
-    Some(Regs {
-        pc: g[libc::REG_RIP as usize] as u64,
-        fp: g[libc::REG_RBP as usize] as u64,
-        sp: g[libc::REG_RSP as usize] as u64,
-        lr: 0,
-    })
-}
-
-/// Reads PC, frame pointer, stack pointer and link register.
-///
-/// # Safety
-/// `ctx` must be null or point to the `ucontext_t` of the current signal.
-#[cfg(target_arch = "aarch64")]
-unsafe fn regs_from(ctx: *mut libc::c_void) -> Option<Regs> {
-    // SAFETY: per the contract, non-null ctx is a valid ucontext_t.
-    let uc = unsafe { (ctx as *const libc::ucontext_t).as_ref() }?;
-    let m = &uc.uc_mcontext;
-    Some(Regs {
-        pc: m.pc,
-        fp: m.regs[29],
-        sp: m.sp,
-        lr: m.regs[30],
-    })
 }
 
 /// Publishes `ring` to the handler and installs it for SIGPROF; returns the

@@ -1,6 +1,7 @@
-//! Async-signal-safe stack walking for the CPU sampler: a frame-pointer walk
-//! plus a table of executable mappings (read from `/proc/self/maps` before the
-//! timer starts) that the signal handler consults read-only.
+//! Async-signal-safe stack walking for the CPU sampler and the thread dump
+//! (`crate::threads`): a frame-pointer walk plus a table of executable
+//! mappings (read from `/proc/self/maps` before any signal goes out) that the
+//! signal handlers consult read-only.
 //!
 //! Everything called from the handler here only reads memory and registers:
 //! no allocation, no locks, no libc calls.
@@ -158,6 +159,44 @@ pub(crate) struct Regs {
     pub(crate) lr: u64,
 }
 
+impl Regs {
+    /// PC, frame pointer and stack pointer of the interrupted code, from the
+    /// ucontext a `SA_SIGINFO` handler receives; `None` for a null context.
+    ///
+    /// # Safety
+    /// `ctx` must be null or point to the `ucontext_t` of the current signal.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) unsafe fn from_ucontext(ctx: *mut libc::c_void) -> Option<Regs> {
+        // SAFETY: per the contract, non-null ctx is a valid ucontext_t.
+        let uc = unsafe { (ctx as *const libc::ucontext_t).as_ref() }?;
+        let g = &uc.uc_mcontext.gregs;
+        Some(Regs {
+            pc: g[libc::REG_RIP as usize] as u64,
+            fp: g[libc::REG_RBP as usize] as u64,
+            sp: g[libc::REG_RSP as usize] as u64,
+            lr: 0,
+        })
+    }
+
+    /// PC, frame pointer, stack pointer and link register of the interrupted
+    /// code, from the signal's ucontext; `None` for a null context.
+    ///
+    /// # Safety
+    /// `ctx` must be null or point to the `ucontext_t` of the current signal.
+    #[cfg(target_arch = "aarch64")]
+    pub(crate) unsafe fn from_ucontext(ctx: *mut libc::c_void) -> Option<Regs> {
+        // SAFETY: per the contract, non-null ctx is a valid ucontext_t.
+        let uc = unsafe { (ctx as *const libc::ucontext_t).as_ref() }?;
+        let m = &uc.uc_mcontext;
+        Some(Regs {
+            pc: m.pc,
+            fp: m.regs[29],
+            sp: m.sp,
+            lr: m.regs[30],
+        })
+    }
+}
+
 /// Reads a word of the interrupted thread's stack or code.
 ///
 /// # Safety
@@ -253,9 +292,10 @@ unsafe fn leaf_caller(regs: &Regs, maps: &ExecMaps, fp_ok: bool) -> Option<u64> 
     let mut fallback = None;
     let mut addr = regs.sp;
     while addr < limit {
-        // SAFETY: sp is the live stack pointer of this thread and the words
-        // just above it are its current frame; the kernel has just pushed the
-        // signal frame below it, so the stack around sp is mapped.
+        // SAFETY: sp is the interrupted stack pointer of this thread and the
+        // words just above it are its current frame, so they are mapped
+        // (whether the kernel pushed the signal frame below sp or, with
+        // SA_ONSTACK, on the alternate signal stack).
         let word = unsafe { read_u64(addr) };
         addr += 8;
         let Some(range) = maps.find(word) else {

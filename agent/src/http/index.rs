@@ -27,7 +27,10 @@ struct Entry {
 /// The index: each profile with its count, a `?debug=1` link and a line on
 /// what it shows.
 pub(crate) async fn index(State(state): State<HttpState>) -> Response {
-    let heap_count = state.heavy(heap_stack_count).await.ok().flatten();
+    let (heap_count, thread_count) = state
+        .heavy(|| (heap_stack_count(), thread_count()))
+        .await
+        .unwrap_or((None, None));
     let entries = [
         Entry {
             name: "allocs",
@@ -53,6 +56,11 @@ pub(crate) async fn index(State(state): State<HttpState>) -> Response {
             name: "symbol",
             count: None,
             about: "Resolves program counters to function names (Go's symbol protocol), for pprof clients.",
+        },
+        Entry {
+            name: "threads",
+            count: thread_count,
+            about: "Stack traces of all current OS threads, grouped by stack and thread name (each thread is interrupted once with SIGURG). Diff two snapshots to find the code that starts threads that never end.",
         },
     ];
     let mut rows = String::new();
@@ -82,6 +90,13 @@ pub(crate) async fn index(State(state): State<HttpState>) -> Response {
         ))
         .into_response(),
     )
+}
+
+/// Number of threads of this process now, `None` if /proc cannot say.
+fn thread_count() -> Option<usize> {
+    std::fs::read_dir("/proc/self/task")
+        .ok()
+        .map(Iterator::count)
 }
 
 /// Number of stacks in the heap profile, `None` when heap profiling is off.

@@ -1,5 +1,5 @@
 //! Handlers for the named profiles: `profile` (CPU), `heap`, `allocs`,
-//! `cmdline` and `symbol`. Each mirrors its Go counterpart's parameters,
+//! `threads`, `cmdline` and `symbol`. Each mirrors its Go counterpart's parameters,
 //! validation order, status codes and messages.
 
 #![cfg_attr(
@@ -29,6 +29,7 @@ pub(crate) async fn named(
     let res = match name.as_str() {
         "profile" => cpu_profile(&state, query).await,
         "heap" | "allocs" => heap_profile(&state, &name, query).await,
+        "threads" => threads_profile(&state, query).await,
         "cmdline" => Ok(cmdline()),
         "symbol" => symbol(&state, method, query, body).await,
         _ => Err(GoError::not_found("Unknown profile")),
@@ -106,6 +107,51 @@ impl Drop for StopOffThread {
 async fn cpu_profile(_state: &HttpState, _query: Option<&str>) -> Result<Response, GoError> {
     Err(GoError::internal(format!(
         "Could not enable CPU profiling: {}",
+        crate::Error::CpuFeatureOff
+    )))
+}
+
+/// The threads profile, answered like Go's goroutine profile: `seconds` is
+/// refused (after Go's own check of its value), `debug=N` gives text,
+/// anything else the gzipped protobuf.
+#[cfg(feature = "cpu")]
+async fn threads_profile(state: &HttpState, query: Option<&str>) -> Result<Response, GoError> {
+    use crate::threads::ThreadDumpOptions;
+
+    let seconds = form_value(query, "seconds");
+    if !seconds.is_empty() {
+        delta_seconds(&seconds)?;
+        return Err(GoError::bad_request(
+            r#""seconds" parameter is not supported for this profile type"#,
+        ));
+    }
+    let debug = atoi(&form_value(query, "debug"));
+    let failed = |e: crate::Error| GoError::internal(format!("Could not dump threads: {e}"));
+    let options = ThreadDumpOptions::default();
+    if debug != 0 {
+        let body = state
+            .heavy(move || {
+                crate::threads::dump(&options)
+                    .map(|raw| crate::collect::threads::text(&raw, debug, Symbolizer::global()))
+            })
+            .await?
+            .map_err(failed)?;
+        return Ok(text(body));
+    }
+    let bytes = state
+        .heavy(move || {
+            crate::collect::threads::capture(&options, Symbolizer::global())
+                .map(|p| p.encode_gzip())
+        })
+        .await?
+        .map_err(failed)?;
+    Ok(attachment("threads", bytes))
+}
+
+#[cfg(not(feature = "cpu"))]
+async fn threads_profile(_state: &HttpState, _query: Option<&str>) -> Result<Response, GoError> {
+    Err(GoError::internal(format!(
+        "Could not dump threads: {}",
         crate::Error::CpuFeatureOff
     )))
 }
