@@ -36,10 +36,17 @@ pub fn counted(profile: &Profile) -> Vec<Counted> {
         .iter()
         .map(|s| {
             let frames = index.frames(s);
+            // What it is: its pseudo frame, else (threads) its name with
+            // numbers folded, so `conn-1` and `conn-2` group together.
             let what = frames
                 .iter()
                 .find(|f| f.pseudo)
                 .map(|f| f.function.to_owned())
+                .or_else(|| {
+                    index
+                        .label(s, "thread")
+                        .map(|n| format!("thread '{}'", fold_digits(n)))
+                })
                 .unwrap_or_default();
             let real: Vec<_> = frames.iter().filter(|f| !f.pseudo).collect();
             let site = own_frame(real.iter().map(|f| (f.function, f.file))).map(|i| Site {
@@ -55,6 +62,24 @@ pub fn counted(profile: &Profile) -> Vec<Counted> {
             }
         })
         .collect()
+}
+
+/// `name` with each run of ASCII digits replaced by `N`.
+fn fold_digits(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut in_digits = false;
+    for c in name.chars() {
+        if c.is_ascii_digit() {
+            if !in_digits {
+                out.push('N');
+            }
+            in_digits = true;
+        } else {
+            out.push(c);
+            in_digits = false;
+        }
+    }
+    out
 }
 
 /// Sums of `items` by (what, site), leakscope's own left out.
@@ -264,6 +289,13 @@ mod tests {
             "threads 4 -> 41 (+37); +37 in orders::workers::run::{{closure}} (/srv/src/workers.rs:42)"
         );
         assert_eq!(f.groups.len(), 1);
+    }
+
+    #[test]
+    fn numbered_names_fold() {
+        assert_eq!(fold_digits("conn-12"), "conn-N");
+        assert_eq!(fold_digits("w1x22"), "wNxN");
+        assert_eq!(fold_digits("tokio-runtime-w"), "tokio-runtime-w");
     }
 
     #[test]

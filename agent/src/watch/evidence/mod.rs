@@ -12,12 +12,20 @@
 //!   `go tool pprof -diff_base baseline breach`, and written to a snapshot
 //!   store with [`Evidence::with_store`].
 //!
-//! As a [`WatchHook`] it answers [`WatchHook::explain`] for the rules on
-//! the heap (`heap_bytes`, `rss_bytes`) with a [`Finding`].
+//! - for threads, the ids of the threads alive while the thread rules are
+//!   `Ok` (read from `/proc/self/task`, no signal sent): when a thread rule
+//!   fires, one thread dump is taken and the threads that are new since
+//!   are grouped by the program's own code they run in.
+//!
+//! As a [`WatchHook`] it answers [`WatchHook::explain`] with a [`Finding`]
+//! for the rules on the heap (`heap_bytes`, `rss_bytes`) and on threads;
+//! the profiles a finding compares are kept (the last few) for the viewer,
+//! as `KIND-base-N` and `KIND-new-N`.
 
 #[cfg(feature = "heap")]
 mod heap_ring;
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -27,6 +35,7 @@ pub use heap_ring::{HeapRing, RingSnapshot};
 use super::monitor::{Levels, WatchHook};
 use super::rules::Transition;
 use crate::explain::Finding;
+use crate::profile::Profile;
 use crate::resource::{ResourceSample, SampleOptions, Target, sample};
 
 /// One capture.
@@ -64,6 +73,24 @@ struct State {
     #[cfg(feature = "heap")]
     ring: HeapRing,
     last_ring: Option<Instant>,
+    /// Threads alive while the thread rules were last `Ok`.
+    thread_tids: Option<(Instant, HashSet<u32>)>,
+    /// Profiles compared by recent findings, newest last.
+    kept: VecDeque<KeptProfile>,
+    findings: u64,
+}
+
+/// A profile a finding compared, kept for the viewer.
+#[derive(Debug, Clone)]
+pub struct KeptProfile {
+    /// `KIND-base-N` or `KIND-new-N`.
+    pub id: String,
+    /// `threads`, `tasks`, `fds`.
+    pub kind: &'static str,
+    /// When it was taken.
+    pub time: SystemTime,
+    /// The profile.
+    pub profile: Arc<Profile>,
 }
 
 /// Keeps a target's heap ring and its last baseline and breach captures.
@@ -93,6 +120,10 @@ impl Evidence {
     pub const RING_SNAPSHOTS: usize = 30;
     /// Captures waiting to be written, at most.
     pub const PERSIST_QUEUE: usize = 4;
+    /// Profiles of findings kept for the viewer, at most.
+    pub const KEPT_PROFILES: usize = 8;
+    /// Time between readings of the thread ids while healthy.
+    pub const THREAD_IDS_EVERY: Duration = Duration::from_secs(10);
 
     /// Evidence for `target`, refreshing the baseline every `baseline_every`.
     pub fn new(target: Target, baseline_every: Duration) -> Evidence {
@@ -108,6 +139,9 @@ impl Evidence {
                 #[cfg(feature = "heap")]
                 ring: HeapRing::new(Self::RING_SNAPSHOTS),
                 last_ring: None,
+                thread_tids: None,
+                kept: VecDeque::new(),
+                findings: 0,
             }),
             persist: None,
         }
@@ -170,6 +204,91 @@ impl Evidence {
     #[cfg(feature = "heap")]
     pub fn with_ring<T>(&self, f: impl FnOnce(&HeapRing) -> T) -> T {
         f(&self.lock().ring)
+    }
+
+    /// The profiles recent findings compared, oldest first.
+    pub fn kept_profiles(&self) -> Vec<KeptProfile> {
+        self.lock().kept.iter().cloned().collect()
+    }
+
+    /// One of [`Evidence::kept_profiles`], by id.
+    pub fn kept_profile(&self, id: &str) -> Option<Arc<Profile>> {
+        self.lock()
+            .kept
+            .iter()
+            .find(|k| k.id == id)
+            .map(|k| k.profile.clone())
+    }
+
+    /// Keeps the two profiles a finding of `kind` compared and points the
+    /// finding at them (and at their diff, with a viewer).
+    fn keep(
+        &self,
+        kind: &'static str,
+        sample_type: &str,
+        base: Profile,
+        new: Profile,
+        finding: &mut Finding,
+    ) {
+        let time = SystemTime::now();
+        let mut st = self.lock();
+        st.findings += 1;
+        let n = st.findings;
+        let (base_id, new_id) = (format!("{kind}-base-{n}"), format!("{kind}-new-{n}"));
+        for (id, p) in [(&base_id, base), (&new_id, new)] {
+            st.kept.push_back(KeptProfile {
+                id: id.clone(),
+                kind,
+                time,
+                profile: Arc::new(p),
+            });
+        }
+        while st.kept.len() > Self::KEPT_PROFILES {
+            st.kept.pop_front();
+        }
+        finding.url = self
+            .viewer
+            .as_ref()
+            .map(|v| format!("{v}/diff?base={base_id}&new={new_id}&type={sample_type}"));
+        finding.base = Some(base_id);
+        finding.new = Some(new_id);
+    }
+
+    /// The threads finding: one dump, the threads new since the last
+    /// healthy reading of thread ids grouped by their own code.
+    #[cfg(feature = "cpu")]
+    fn threads_finding(&self) -> Finding {
+        use crate::collect::threads::build;
+        use crate::explain::counts::{counted, finding};
+        let raw = match crate::threads::dump(&crate::threads::ThreadDumpOptions::default()) {
+            Ok(raw) => raw,
+            Err(e) => {
+                return Finding::unknown("threads", "threads", format!("no thread dump: {e}"));
+            }
+        };
+        let Some(tids) = self.lock().thread_tids.as_ref().map(|(_, t)| t.clone()) else {
+            return Finding::unknown(
+                "threads",
+                "threads",
+                "no healthy reading of the threads to compare with (the rule fired before one was taken)",
+            );
+        };
+        let mut before = raw.clone();
+        before.threads.retain(|t| tids.contains(&t.tid));
+        before.unanswered.retain(|t| tids.contains(&t.tid));
+        let symbolizer = crate::symbolize::Symbolizer::global();
+        let (base, new) = (build(&before, symbolizer), build(&raw, symbolizer));
+        let mut f = finding(
+            "threads",
+            "threads",
+            &counted(&base),
+            &counted(&new),
+            "they run only library code (no frame of the program's own on their stacks)",
+        );
+        f.detail
+            .push_str("; base: the threads alive at the last healthy reading, as they are now");
+        self.keep("threads", "threads", base, new, &mut f);
+        f
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -264,6 +383,16 @@ impl WatchHook for Evidence {
         };
         #[cfg(not(feature = "heap"))]
         let _ = ring_due;
+        if self.target == Target::SelfProcess && levels.ok_for(&["threads"]) {
+            let due = self
+                .lock()
+                .thread_tids
+                .as_ref()
+                .is_none_or(|(t, _)| t.elapsed() >= Self::THREAD_IDS_EVERY);
+            if due && let Some(tids) = thread_ids() {
+                self.lock().thread_tids = Some((Instant::now(), tids));
+            }
+        }
         if baseline_due {
             let c = Arc::new(self.capture(
                 "baseline".into(),
@@ -292,6 +421,8 @@ impl WatchHook for Evidence {
                 st.captures_total += 1;
                 Some(finding)
             }
+            #[cfg(feature = "cpu")]
+            "threads" if self.target == Target::SelfProcess => Some(self.threads_finding()),
             _ => {
                 let _ = sample;
                 None
@@ -318,6 +449,15 @@ impl WatchHook for Evidence {
         st.breach = Some(c);
         st.captures_total += 1;
     }
+}
+
+/// Ids of this process's threads, from `/proc/self/task`.
+fn thread_ids() -> Option<HashSet<u32>> {
+    let dir = std::fs::read_dir("/proc/self/task").ok()?;
+    Some(
+        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect(),
+    )
 }
 
 /// Symbolizes, encodes and stores one capture (heap profiling on).
