@@ -469,11 +469,12 @@ pub fn sample(target: Target, opts: &SampleOptions) -> Result<ResourceSample, Er
 
     let (fds_by_kind, tcp_by_state) = if opts.fd_breakdown || opts.tcp_states {
         let targets = fds::targets(pid, &dir, is_self)?;
-        let sockets = tcp::resolve(pid, &dir, &targets)?;
+        let inodes = fds::socket_inodes(&targets);
+        let sockets = tcp::resolve(pid, &dir, inodes.iter().copied())?;
         let kinds = opts
             .fd_breakdown
             .then(|| fds::breakdown(&targets, &sockets));
-        let states = opts.tcp_states.then(|| tcp::states(&targets, &sockets));
+        let states = opts.tcp_states.then(|| tcp::states(&inodes, &sockets));
         (kinds, states)
     } else {
         (None, None)
