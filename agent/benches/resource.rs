@@ -5,7 +5,10 @@
 //! - a count-only sample of a large process (1000 threads, 10,000 fds) in
 //!   <= 20 us, next to a small one (200 threads, 1,000 fds), with the cost of
 //!   `stat` and of listing `/proc/PID/fd` side by side;
-//! - 200 processes sampled once a second at < 5% of one core.
+//! - 200 processes sampled once a second at < 5% of one core;
+//! - the fd listing of the fds profile (`list_fds`, grouping, profile
+//!   build + gzip) for 10,000 fds: files, and TCP sockets (5,000
+//!   connections of a child to itself, both ends).
 //!
 //! All children are killed at the end, and on panic (a guard with `Drop`);
 //! they also get SIGKILL if this process dies (`PR_SET_PDEATHSIG`).
@@ -19,7 +22,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use leakscope_agent::resource::{SampleOptions, Target, sample};
+use leakscope_agent::collect::fds;
+use leakscope_agent::resource::{ListOptions, SampleOptions, Target, group_fds, list_fds, sample};
 
 fn mean_us(opts: &SampleOptions, n: u32) -> f64 {
     sample(Target::SelfProcess, opts).unwrap(); // warm caches (btime, sysconf)
@@ -34,6 +38,7 @@ fn main() {
     self_process();
     large_process();
     many_processes();
+    fd_listing();
 }
 
 /// The original output: sampling this very process.
@@ -100,11 +105,15 @@ fn self_process() {
 }
 
 /// Python child: raises the soft RLIMIT_NOFILE to the hard limit, opens
-/// `argv[2]` fds on /dev/null, starts `argv[1]` sleeping threads, prints
-/// `ready <fds opened> <soft limit> <hard limit>` and sleeps.
+/// `argv[2]` fds on /dev/null (or, with `argv[3] == "tcp"`, half as many
+/// loopback TCP connections to its own listener, both ends kept), starts
+/// `argv[1]` sleeping threads, prints `ready <fds opened> <soft limit>
+/// <hard limit>` and sleeps.
 const PY_CHILD: &str = r#"
-import resource, sys, threading, time
+import resource, socket, sys, threading, time
 n_threads, n_fds = int(sys.argv[1]), int(sys.argv[2])
+tcp = len(sys.argv) > 3 and sys.argv[3] == 'tcp'
+
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 if hard == resource.RLIM_INFINITY or hard > soft:
     for want in (hard, n_fds + 64):
@@ -115,8 +124,16 @@ if hard == resource.RLIM_INFINITY or hard > soft:
             pass
 files = []
 try:
-    for _ in range(n_fds):
-        files.append(open('/dev/null', 'rb'))
+    if tcp:
+        listener = socket.socket()
+        listener.bind(('127.0.0.1', 0))
+        listener.listen(1024)
+        for _ in range(n_fds // 2):
+            files.append(socket.create_connection(listener.getsockname()))
+            files.append(listener.accept()[0])
+    else:
+        for _ in range(n_fds):
+            files.append(open('/dev/null', 'rb'))
 except OSError:
     pass
 threading.stack_size(256 * 1024)
@@ -183,9 +200,14 @@ struct Big {
 /// Starts a python child with `threads` threads and `fds` open fds and waits
 /// (at most 60 s) for it to be ready.
 fn spawn_big(children: &mut Children, threads: u32, fds: u32) -> Big {
+    spawn_child(children, threads, fds, "files")
+}
+
+/// [`spawn_big`] with the kind of fds: `files` or `tcp`.
+fn spawn_child(children: &mut Children, threads: u32, fds: u32, kind: &str) -> Big {
     let mut child = die_with_parent(
         Command::new("python3")
-            .args(["-c", PY_CHILD, &threads.to_string(), &fds.to_string()])
+            .args(["-c", PY_CHILD, &threads.to_string(), &fds.to_string(), kind])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit()),
@@ -427,4 +449,44 @@ fn process_clock_seconds(pid: u32) -> f64 {
         assert_eq!(libc::clock_gettime(clock, &mut ts), 0);
     }
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// The fds profile's cost for 10,000 fds: listing (readlink per fd, socket
+/// tables), grouping, and building + gzipping the profile.
+fn fd_listing() {
+    println!();
+    println!("== fd listing for the fds profile, 10,000 fds ==");
+    let mut children = Children::default();
+    let files = spawn_child(&mut children, 1, 10_000, "files");
+    let tcp = spawn_child(&mut children, 1, 10_000, "tcp");
+    for (label, big) in [
+        ("files (/dev/null)", &files),
+        ("tcp (5,000 connections)", &tcp),
+    ] {
+        let target = Target::Pid(big.pid);
+        let opts = ListOptions::default();
+        let listing = list_fds(target, &opts).expect("list child");
+        let groups = group_fds(&listing.fds);
+        println!(
+            "{label} (pid {}): {} fds listed in {} groups",
+            big.pid,
+            listing.fds.len(),
+            groups.len()
+        );
+        let (l_mean, l_med) = mean_median(time_each(20, || list_fds(target, &opts).unwrap()));
+        let (g_mean, g_med) = mean_median(time_each(20, || group_fds(&listing.fds)));
+        let (b_mean, b_med) =
+            mean_median(time_each(20, || fds::build(&listing, None).encode_gzip()));
+        let (t_mean, t_med) = mean_median(time_each(20, || fds::groups_text(&listing)));
+        println!("  {:<36} {:>10} {:>10}", "", "mean ms", "median ms");
+        for (name, mean, med) in [
+            ("list_fds (20)", l_mean, l_med),
+            ("group_fds (20)", g_mean, g_med),
+            ("build + encode_gzip (20)", b_mean, b_med),
+            ("debug=1 text (20)", t_mean, t_med),
+        ] {
+            println!("  {name:<36} {:>10.2} {:>10.2}", mean / 1e3, med / 1e3);
+        }
+    }
+    children.kill_all();
 }

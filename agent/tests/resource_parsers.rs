@@ -111,7 +111,12 @@ fn tcp_state_codes_and_names() {
 
 #[test]
 fn unix_table() {
-    assert_eq!(parse_unix_table(NET_UNIX), Ok(vec![23456, 23460, 23470]));
+    let rows = parse_unix_table(NET_UNIX).unwrap();
+    let inodes: Vec<u64> = rows.iter().map(|u| u.inode).collect();
+    assert_eq!(inodes, vec![23456, 23460, 23470]);
+    assert_eq!(rows[0].path.as_deref(), Some("/run/systemd/notify"));
+    assert_eq!(rows[1].path, None);
+    assert_eq!(rows[2].path.as_deref(), Some("@/tmp/.X11-unix/X0"));
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! Collectors: turn the raw output of the CPU sampler, of thread dumps and
-//! of jemalloc into symbolized pprof [`Profile`](crate::profile::Profile)s.
+//! Collectors: turn the raw output of the CPU sampler, of thread dumps,
+//! of jemalloc and fd listings into pprof [`Profile`](crate::profile::Profile)s.
 //!
 //! Everything here is synchronous and may take tens of milliseconds
 //! (symbolizing, encoding): callers on an async runtime run it on a
@@ -7,12 +7,12 @@
 
 #[cfg(feature = "cpu")]
 pub mod cpu;
+pub mod fds;
 #[cfg(feature = "heap")]
 pub mod heap;
 #[cfg(feature = "cpu")]
 pub mod threads;
 
-#[cfg(any(feature = "cpu", feature = "heap"))]
 /// Nanoseconds since the Unix epoch of `t` (0 before 1970).
 pub(crate) fn unix_nanos(t: std::time::SystemTime) -> i64 {
     t.duration_since(std::time::UNIX_EPOCH)

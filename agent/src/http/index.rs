@@ -27,10 +27,10 @@ struct Entry {
 /// The index: each profile with its count, a `?debug=1` link and a line on
 /// what it shows.
 pub(crate) async fn index(State(state): State<HttpState>) -> Response {
-    let (heap_count, thread_count) = state
-        .heavy(|| (heap_stack_count(), thread_count()))
+    let (heap_count, thread_count, fd_count) = state
+        .heavy(|| (heap_stack_count(), thread_count(), open_fd_count()))
         .await
-        .unwrap_or((None, None));
+        .unwrap_or((None, None, None));
     let entries = [
         Entry {
             name: "allocs",
@@ -41,6 +41,11 @@ pub(crate) async fn index(State(state): State<HttpState>) -> Response {
             name: "cmdline",
             count: None,
             about: "The command line of this process, arguments separated by NUL bytes.",
+        },
+        Entry {
+            name: "fds",
+            count: fd_count,
+            about: "Open file descriptors grouped by what they are: files by path, TCP by state and peer (inbound by listening port), unix sockets, pipes, ... debug=2 lists every fd.",
         },
         Entry {
             name: "heap",
@@ -97,6 +102,15 @@ fn thread_count() -> Option<usize> {
     std::fs::read_dir("/proc/self/task")
         .ok()
         .map(Iterator::count)
+}
+
+/// Open fds of this process (a `stat` of `/proc/self/fd`).
+fn open_fd_count() -> Option<usize> {
+    let s = crate::resource::sample(
+        crate::resource::Target::SelfProcess,
+        &crate::resource::SampleOptions::default(),
+    );
+    s.ok().and_then(|s| usize::try_from(s.open_fds).ok())
 }
 
 /// Number of stacks in the heap profile, `None` when heap profiling is off.

@@ -7,6 +7,7 @@
 //! service's async workers.
 
 mod error;
+mod fds;
 mod index;
 mod metrics;
 mod pprof;

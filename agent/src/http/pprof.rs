@@ -1,6 +1,7 @@
 //! Handlers for the named profiles: `profile` (CPU), `heap`, `allocs`,
-//! `threads`, `cmdline` and `symbol`. Each mirrors its Go counterpart's parameters,
-//! validation order, status codes and messages.
+//! `threads`, `cmdline` and `symbol`, and the dispatch to `fds` (in
+//! `http::fds`). Each mirrors its Go counterpart's parameters, validation
+//! order, status codes and messages.
 
 #![cfg_attr(
     not(all(feature = "cpu", feature = "heap")),
@@ -31,6 +32,7 @@ pub(crate) async fn named(
         "heap" | "allocs" => heap_profile(&state, &name, query).await,
         "threads" => threads_profile(&state, query).await,
         "cmdline" => Ok(cmdline()),
+        "fds" => super::fds::fds_profile(&state, query).await,
         "symbol" => symbol(&state, method, query, body).await,
         _ => Err(GoError::not_found("Unknown profile")),
     };
@@ -38,7 +40,7 @@ pub(crate) async fn named(
 }
 
 /// Go's `seconds` check for delta profiles: a positive integer.
-fn delta_seconds(raw: &str) -> Result<u64, GoError> {
+pub(super) fn delta_seconds(raw: &str) -> Result<u64, GoError> {
     match raw.parse::<i64>() {
         Ok(s) if s > 0 => Ok(s as u64),
         _ => Err(GoError::bad_request(

@@ -96,7 +96,13 @@ pub fn build_profile(
         .collect();
     addrs.sort_unstable();
     addrs.dedup();
-    let resolved = symbolizer.resolve(maps, &addrs);
+    // A profile of pseudo frames only (fds) does not wait for the
+    // symbolizer's lock.
+    let resolved = if addrs.is_empty() {
+        HashMap::new()
+    } else {
+        symbolizer.resolve(maps, &addrs)
+    };
 
     let mut trimmed: HashMap<u64, Resolved> = HashMap::new();
     let mut b = Builder::new(meta);

@@ -9,11 +9,11 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use super::procfs::{FdTarget, classify_fd_target};
-use super::tcp::SocketKind;
+use std::collections::{HashMap, HashSet};
+
+use super::procfs::{FdTarget, SocketEntry, classify_fd_target};
 use super::{FdKinds, io_error, proc_entries, vanished};
 use crate::error::Error;
-use std::collections::HashMap;
 
 /// Number of open fds of the process.
 pub(super) fn count(pid: u32, dir: &Path, is_self: bool) -> Result<u64, Error> {
@@ -52,15 +52,26 @@ pub(super) fn targets(pid: u32, dir: &Path, is_self: bool) -> Result<Vec<FdTarge
     Ok(out)
 }
 
+/// The distinct socket inodes among `targets`.
+pub(super) fn socket_inodes(targets: &[FdTarget]) -> HashSet<u64> {
+    targets
+        .iter()
+        .filter_map(|t| match *t {
+            FdTarget::Socket(inode) => Some(inode),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Counts fds per kind; sockets are resolved through the socket tables.
-pub(super) fn breakdown(targets: &[FdTarget], sockets: &HashMap<u64, SocketKind>) -> FdKinds {
+pub(super) fn breakdown(targets: &[FdTarget], sockets: &HashMap<u64, SocketEntry>) -> FdKinds {
     let mut k = FdKinds::default();
     for t in targets {
         match *t {
             FdTarget::Socket(inode) => match sockets.get(&inode) {
-                Some(SocketKind::Tcp(_)) => k.tcp += 1,
-                Some(SocketKind::Udp) => k.udp += 1,
-                Some(SocketKind::Unix) => k.unix += 1,
+                Some(SocketEntry::Inet(proto, _)) if proto.is_tcp() => k.tcp += 1,
+                Some(SocketEntry::Inet(..)) => k.udp += 1,
+                Some(SocketEntry::Unix(_)) => k.unix += 1,
                 None => k.other_socket += 1,
             },
             FdTarget::Pipe => k.pipe += 1,
@@ -78,6 +89,20 @@ pub(super) fn breakdown(targets: &[FdTarget], sockets: &HashMap<u64, SocketKind>
 mod tests {
     use super::*;
     use crate::resource::TcpState;
+    use crate::resource::procfs::{InetProto, InetSocket, UnixSocket, UnixState, UnixType};
+
+    fn inet(proto: InetProto, state: Option<TcpState>) -> SocketEntry {
+        let any = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        SocketEntry::Inet(
+            proto,
+            InetSocket {
+                state_code: state.map_or(7, TcpState::code),
+                inode: 0,
+                local: any,
+                peer: any,
+            },
+        )
+    }
 
     #[test]
     fn listing_fallback_matches_st_size() {
@@ -109,10 +134,18 @@ mod tests {
             Other,
         ];
         let sockets = HashMap::from([
-            (1, SocketKind::Tcp(TcpState::Listen)),
-            (2, SocketKind::Tcp(TcpState::CloseWait)),
-            (3, SocketKind::Udp),
-            (4, SocketKind::Unix),
+            (1, inet(InetProto::Tcp, Some(TcpState::Listen))),
+            (2, inet(InetProto::Tcp6, Some(TcpState::CloseWait))),
+            (3, inet(InetProto::Udp, None)),
+            (
+                4,
+                SocketEntry::Unix(UnixSocket {
+                    inode: 4,
+                    path: None,
+                    socket_type: UnixType::Stream,
+                    state: UnixState::Connected,
+                }),
+            ),
         ]);
         let want = FdKinds {
             tcp: 2,
@@ -130,7 +163,7 @@ mod tests {
         // A dup'ed socket fd counts once in the TCP states.
         let dup = [Socket(1), Socket(1), Socket(2), Socket(3)];
         assert_eq!(
-            crate::resource::tcp::states(&dup, &sockets),
+            crate::resource::tcp::states(&socket_inodes(&dup), &sockets),
             vec![(TcpState::CloseWait, 1), (TcpState::Listen, 1)]
         );
     }

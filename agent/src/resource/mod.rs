@@ -7,13 +7,26 @@
 //! the fd breakdown, thread names and TCP states are opt-in because they cost
 //! one syscall per fd / thread and a read of the namespace's socket tables.
 //!
-//! Parsing lives in [`procfs`] (pure functions over text), I/O in `fds`,
-//! `tcp` and here.
+//! [`list_fds`] goes further for the fds profile: every open fd and what it
+//! is (path, addresses and TCP state, unix path, kind), and [`group_fds`]
+//! groups such a listing by what the fds are, with keys that line up across
+//! listings ([`compare_listings`]).
+//!
+//! Parsing lives in [`procfs`] (pure functions over text), grouping in
+//! `fdgroup` (pure), I/O in `fds`, `fdlist`, `tcp` and here.
 
+mod fdgroup;
+mod fdlist;
 mod fds;
 pub mod procfs;
 pub mod prometheus;
 mod tcp;
+
+pub use fdgroup::{FdGroup, FdGroupChange, compare_groups, compare_listings, group_fds};
+pub use fdlist::{
+    FdKind, FdListing, FdObject, ListOptions, MAX_LINK_TEXT, MAX_LISTED_FDS, OpenFd, describe_fd,
+    list_fds,
+};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -469,11 +482,12 @@ pub fn sample(target: Target, opts: &SampleOptions) -> Result<ResourceSample, Er
 
     let (fds_by_kind, tcp_by_state) = if opts.fd_breakdown || opts.tcp_states {
         let targets = fds::targets(pid, &dir, is_self)?;
-        let sockets = tcp::resolve(pid, &dir, &targets)?;
+        let inodes = fds::socket_inodes(&targets);
+        let sockets = tcp::resolve(pid, &dir, inodes.iter().copied())?;
         let kinds = opts
             .fd_breakdown
             .then(|| fds::breakdown(&targets, &sockets));
-        let states = opts.tcp_states.then(|| tcp::states(&targets, &sockets));
+        let states = opts.tcp_states.then(|| tcp::states(&inodes, &sockets));
         (kinds, states)
     } else {
         (None, None)

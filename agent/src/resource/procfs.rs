@@ -1,6 +1,9 @@
 //! Pure parsers for `/proc` text formats; no I/O here, so every function can
 //! be tested against captured text.
 
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
 use super::TcpState;
 
 /// The fields of `/proc/PID/stat` that the sampler uses.
@@ -112,6 +115,12 @@ pub struct InetSocket {
     pub state_code: u8,
     /// Socket inode.
     pub inode: u64,
+    /// Local address and port. IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`,
+    /// what a dual-stack socket shows for an IPv4 peer) are given as IPv4,
+    /// so `Display` reads `127.0.0.1:8080`, `[::1]:8080`.
+    pub local: SocketAddr,
+    /// Peer address and port; `0.0.0.0:0` / `[::]:0` when not connected.
+    pub peer: SocketAddr,
 }
 
 impl InetSocket {
@@ -119,10 +128,52 @@ impl InetSocket {
     pub fn tcp_state(&self) -> Option<TcpState> {
         TcpState::from_code(self.state_code)
     }
+
+    /// True when the socket has a peer (a connected UDP socket, any TCP
+    /// socket past LISTEN).
+    pub fn is_connected(&self) -> bool {
+        self.peer.port() != 0 || !self.peer.ip().is_unspecified()
+    }
+}
+
+/// Which socket table an [`InetSocket`] came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum InetProto {
+    /// `/proc/PID/net/tcp`.
+    Tcp,
+    /// `/proc/PID/net/tcp6`.
+    Tcp6,
+    /// `/proc/PID/net/udp`.
+    Udp,
+    /// `/proc/PID/net/udp6`.
+    Udp6,
+}
+
+impl InetProto {
+    /// The table's file name, also the fd kind's name: `tcp`, `tcp6`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InetProto::Tcp => "tcp",
+            InetProto::Tcp6 => "tcp6",
+            InetProto::Udp => "udp",
+            InetProto::Udp6 => "udp6",
+        }
+    }
+
+    /// TCP (either family).
+    pub fn is_tcp(self) -> bool {
+        matches!(self, InetProto::Tcp | InetProto::Tcp6)
+    }
 }
 
 /// Parses a `/proc/net/tcp`-style table (also tcp6, udp, udp6): skips the
-/// header, reads `st` (4th field, hex) and `inode` (10th field).
+/// header, reads `local_address` and `rem_address` (2nd and 3rd fields),
+/// `st` (4th, hex) and `inode` (10th).
+///
+/// Addresses are written by the kernel as hex words in the host's byte
+/// order (`0100007F:1F90` is 127.0.0.1:8080 on little-endian machines), so
+/// this reads them back in the byte order of the machine it runs on: parse
+/// a table on the machine that produced it.
 pub fn parse_inet_table(text: &str) -> Result<Vec<InetSocket>, String> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate().skip(1) {
@@ -138,28 +189,197 @@ pub fn parse_inet_table(text: &str) -> Result<Vec<InetSocket>, String> {
         let inode = f[9]
             .parse::<u64>()
             .map_err(|e| format!("line {}: inode {:?}: {e}", i + 1, f[9]))?;
-        out.push(InetSocket { state_code, inode });
+        let local = parse_inet_address(f[1]).map_err(|e| format!("line {}: {e}", i + 1))?;
+        let peer = parse_inet_address(f[2]).map_err(|e| format!("line {}: {e}", i + 1))?;
+        out.push(InetSocket {
+            state_code,
+            inode,
+            local,
+            peer,
+        });
     }
     Ok(out)
 }
 
-/// Socket inodes from `/proc/PID/net/unix` (7th field; header skipped).
-pub fn parse_unix_table(text: &str) -> Result<Vec<u64>, String> {
+/// Parses one `ADDR:PORT` column of an inet table: 8 hex digits for IPv4,
+/// 32 for IPv6 (four host-order 32-bit words), then a hex port. IPv4-mapped
+/// IPv6 addresses come back as IPv4.
+pub fn parse_inet_address(text: &str) -> Result<SocketAddr, String> {
+    let (addr, port) = text
+        .split_once(':')
+        .ok_or_else(|| format!("address {text:?}: no ':' before the port"))?;
+    let port = u16::from_str_radix(port, 16).map_err(|e| format!("port {port:?}: {e}"))?;
+    let word = |hex: &str| {
+        u32::from_str_radix(hex, 16)
+            .map(u32::to_ne_bytes)
+            .map_err(|e| format!("address {text:?}: {e}"))
+    };
+    let ip = match addr.len() {
+        8 => IpAddr::V4(Ipv4Addr::from(word(addr)?)),
+        32 if addr.is_ascii() => {
+            let mut bytes = [0u8; 16];
+            for (i, chunk) in bytes.chunks_exact_mut(4).enumerate() {
+                chunk.copy_from_slice(&word(&addr[i * 8..i * 8 + 8])?);
+            }
+            Ipv6Addr::from(bytes).to_canonical()
+        }
+        n => {
+            return Err(format!(
+                "address {text:?}: {n} hex digits, need 8 (IPv4) or 32 (IPv6)"
+            ));
+        }
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// One row of `/proc/PID/net/unix`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnixSocket {
+    /// Socket inode.
+    pub inode: u64,
+    /// The bound path (`@name` for the abstract namespace); `None` when
+    /// unnamed. A connection accepted on a bound socket shows its
+    /// listener's path; the connecting end is unnamed.
+    pub path: Option<String>,
+    /// `stream`, `dgram` or `seqpacket` (`Type` column).
+    pub socket_type: UnixType,
+    /// Connection state (`St` column, and `Flags` for listening sockets).
+    pub state: UnixState,
+}
+
+/// Type of a unix socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum UnixType {
+    /// SOCK_STREAM (1).
+    Stream,
+    /// SOCK_DGRAM (2).
+    Dgram,
+    /// SOCK_SEQPACKET (5).
+    SeqPacket,
+    /// Any other code.
+    Other(u16),
+}
+
+impl UnixType {
+    fn from_code(code: u16) -> UnixType {
+        match code {
+            1 => UnixType::Stream,
+            2 => UnixType::Dgram,
+            5 => UnixType::SeqPacket,
+            n => UnixType::Other(n),
+        }
+    }
+}
+
+impl fmt::Display for UnixType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UnixType::Stream => f.write_str("stream"),
+            UnixType::Dgram => f.write_str("dgram"),
+            UnixType::SeqPacket => f.write_str("seqpacket"),
+            UnixType::Other(n) => write!(f, "type{n}"),
+        }
+    }
+}
+
+/// State of a unix socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum UnixState {
+    /// Listening (`__SO_ACCEPTCON` in `Flags`).
+    Listen,
+    /// SS_UNCONNECTED (1).
+    Unconnected,
+    /// SS_CONNECTING (2).
+    Connecting,
+    /// SS_CONNECTED (3).
+    Connected,
+    /// SS_DISCONNECTING (4).
+    Disconnecting,
+    /// Any other code.
+    Other(u8),
+}
+
+impl UnixState {
+    /// Upper-case name, e.g. `CONNECTED`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnixState::Listen => "LISTEN",
+            UnixState::Unconnected => "UNCONNECTED",
+            UnixState::Connecting => "CONNECTING",
+            UnixState::Connected => "CONNECTED",
+            UnixState::Disconnecting => "DISCONNECTING",
+            UnixState::Other(_) => "UNKNOWN",
+        }
+    }
+}
+
+impl fmt::Display for UnixState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `__SO_ACCEPTCON` in the `Flags` column: the socket listens.
+const UNIX_ACCEPTCON: u32 = 1 << 16;
+
+/// Parses `/proc/PID/net/unix` (header skipped): `Flags` (4th field, hex),
+/// `Type` (5th, hex), `St` (6th, hex), `Inode` (7th) and the path, which is
+/// the rest of the line and may contain spaces.
+pub fn parse_unix_table(text: &str) -> Result<Vec<UnixSocket>, String> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate().skip(1) {
         if line.trim().is_empty() {
             continue;
         }
-        let f = line
-            .split_ascii_whitespace()
-            .nth(6)
-            .ok_or_else(|| format!("line {}: no inode field", i + 1))?;
-        let inode = f
+        let mut rest = line.trim_start();
+        let mut f = [""; 7];
+        for (n, slot) in f.iter_mut().enumerate() {
+            let end = rest.find(' ').unwrap_or(rest.len());
+            if end == 0 {
+                return Err(format!("line {}: {n} fields, need 7", i + 1));
+            }
+            *slot = &rest[..end];
+            rest = rest[end..].trim_start_matches(' ');
+        }
+        let hex = |n: usize| {
+            u32::from_str_radix(f[n], 16)
+                .map_err(|e| format!("line {}: field {} {:?}: {e}", i + 1, n + 1, f[n]))
+        };
+        let flags = hex(3)?;
+        let socket_type = UnixType::from_code(hex(4)? as u16);
+        let st = hex(5)?;
+        let inode = f[6]
             .parse::<u64>()
-            .map_err(|e| format!("line {}: inode {f:?}: {e}", i + 1))?;
-        out.push(inode);
+            .map_err(|e| format!("line {}: inode {:?}: {e}", i + 1, f[6]))?;
+        let state = if flags & UNIX_ACCEPTCON != 0 {
+            UnixState::Listen
+        } else {
+            match st {
+                1 => UnixState::Unconnected,
+                2 => UnixState::Connecting,
+                3 => UnixState::Connected,
+                4 => UnixState::Disconnecting,
+                n => UnixState::Other(n as u8),
+            }
+        };
+        let path = (!rest.is_empty()).then(|| rest.to_string());
+        out.push(UnixSocket {
+            inode,
+            path,
+            socket_type,
+            state,
+        });
     }
     Ok(out)
+}
+
+/// A socket inode found in one of the process's socket tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketEntry {
+    /// A row of `tcp`, `tcp6`, `udp` or `udp6`.
+    Inet(InetProto, InetSocket),
+    /// A row of `unix`.
+    Unix(UnixSocket),
 }
 
 /// What an fd's `readlink` target says it is.

@@ -5,41 +5,34 @@
 //! costs milliseconds even when few sockets exist, so tables are read lazily:
 //! only when the process has sockets, cheapest first (unix, udp, udp6, tcp,
 //! tcp6), stopping as soon as every socket inode of the process is resolved.
+//! Inodes found in no table (netlink, packet, a socket closed meanwhile) are
+//! left out of the answer.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::path::Path;
 
-use super::procfs::{FdTarget, parse_inet_table, parse_unix_table};
+use super::procfs::{InetProto, SocketEntry, parse_inet_table, parse_unix_table};
 use super::{TcpState, io_error, parse_error, read_text};
 use crate::error::Error;
 
-/// Protocol (and TCP state) of one socket inode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum SocketKind {
-    Tcp(TcpState),
-    Udp,
-    Unix,
-}
-
-/// Kinds of the process's socket inodes; inodes found in no table (netlink,
-/// packet, ...) are absent.
+/// The table rows of the socket inodes in `inodes`; absent when in no table.
 pub(super) fn resolve(
     pid: u32,
     dir: &Path,
-    targets: &[FdTarget],
-) -> Result<HashMap<u64, SocketKind>, Error> {
-    let mut pending = socket_inodes(targets);
+    inodes: impl IntoIterator<Item = u64>,
+) -> Result<HashMap<u64, SocketEntry>, Error> {
+    let mut pending: HashSet<u64> = inodes.into_iter().collect();
     let mut out = HashMap::new();
     let net = dir.join("net");
     let tables = [
-        ("unix", false),
-        ("udp", true),
-        ("udp6", false),
-        ("tcp", true),
-        ("tcp6", false),
+        ("unix", None, false),
+        ("udp", Some(InetProto::Udp), true),
+        ("udp6", Some(InetProto::Udp6), false),
+        ("tcp", Some(InetProto::Tcp), true),
+        ("tcp6", Some(InetProto::Tcp6), false),
     ];
-    for (name, required) in tables {
+    for (name, proto, required) in tables {
         if pending.is_empty() {
             break;
         }
@@ -47,37 +40,21 @@ pub(super) fn resolve(
         let Some(text) = read_maybe(pid, &path, required)? else {
             continue;
         };
-        if name == "unix" {
-            for inode in parse_unix_table(&text).map_err(|m| parse_error(&path, m))? {
-                if pending.remove(&inode) {
-                    out.insert(inode, SocketKind::Unix);
+        let Some(proto) = proto else {
+            for s in parse_unix_table(&text).map_err(|m| parse_error(&path, m))? {
+                if pending.remove(&s.inode) {
+                    out.insert(s.inode, SocketEntry::Unix(s));
                 }
             }
             continue;
-        }
-        let is_tcp = name.starts_with("tcp");
+        };
         for s in parse_inet_table(&text).map_err(|m| parse_error(&path, m))? {
-            let kind = match (is_tcp, s.tcp_state()) {
-                (false, _) => SocketKind::Udp,
-                (true, Some(st)) => SocketKind::Tcp(st),
-                (true, None) => continue,
-            };
             if pending.remove(&s.inode) {
-                out.insert(s.inode, kind);
+                out.insert(s.inode, SocketEntry::Inet(proto, s));
             }
         }
     }
     Ok(out)
-}
-
-fn socket_inodes(targets: &[FdTarget]) -> HashSet<u64> {
-    targets
-        .iter()
-        .filter_map(|t| match *t {
-            FdTarget::Socket(inode) => Some(inode),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Reads a file; a missing optional file (e.g. tcp6 without IPv6) is `None`.
@@ -92,16 +69,19 @@ fn read_maybe(pid: u32, path: &Path, required: bool) -> Result<Option<String>, E
     }
 }
 
-/// Counts the process's distinct TCP sockets by state (an fd duplicated with
-/// `dup` counts once). Non-zero states only, in kernel code order.
+/// Counts the distinct TCP sockets among `inodes` by state (an fd duplicated
+/// with `dup` counts once). Non-zero states only, in kernel code order.
 pub(super) fn states(
-    targets: &[FdTarget],
-    kinds: &HashMap<u64, SocketKind>,
+    inodes: &HashSet<u64>,
+    sockets: &HashMap<u64, SocketEntry>,
 ) -> Vec<(TcpState, u64)> {
     let mut counts = BTreeMap::<TcpState, u64>::new();
-    for inode in socket_inodes(targets) {
-        if let Some(SocketKind::Tcp(st)) = kinds.get(&inode) {
-            *counts.entry(*st).or_insert(0) += 1;
+    for inode in inodes {
+        if let Some(SocketEntry::Inet(proto, s)) = sockets.get(inode)
+            && proto.is_tcp()
+            && let Some(st) = s.tcp_state()
+        {
+            *counts.entry(st).or_insert(0) += 1;
         }
     }
     counts.into_iter().collect()
