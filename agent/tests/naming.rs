@@ -64,7 +64,6 @@ fn a_thread_alert_names_the_code_the_new_threads_run_in() {
         );
     };
     let finding = alert.finding.expect("the alert carries a finding");
-    eprintln!("{}\n{finding:#?}", alert.message);
     assert_eq!(finding.kind, "threads");
     assert_eq!(finding.confidence, Confidence::Exact, "{finding:#?}");
     let site = finding.site.as_ref().expect("a site");
@@ -103,4 +102,60 @@ fn line_of(text: &str) -> i64 {
         .position(|l| l.contains(text) && !l.contains("line_of("))
         .map(|i| i as i64 + 1)
         .expect("the line is in this file")
+}
+
+#[test]
+fn an_fd_alert_names_what_the_new_fds_are() {
+    // An upstream that never accepts: the connections complete in its
+    // backlog, so only this side's fds are ours.
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = upstream.local_addr().unwrap().port();
+    let rule = Rule::new(
+        "fds_fast",
+        "open_fds",
+        Condition::Growth {
+            per_minute: 60.0,
+            critical_per_minute: None,
+            window_secs: 6.0,
+        },
+    );
+    let options = MonitorOptions::default()
+        .interval(Duration::from_millis(100))
+        .rules(vec![rule]);
+    let evidence = Arc::new(Evidence::new(
+        Target::SelfProcess,
+        Evidence::DEFAULT_BASELINE_EVERY,
+    ));
+    let hooks: Vec<Arc<dyn WatchHook>> = vec![evidence.clone()];
+    let monitor = Monitor::spawn(Target::SelfProcess, options, None, hooks).expect("monitor");
+    std::thread::sleep(Duration::from_secs(1));
+    let mut kept = Vec::new();
+    let start = Instant::now();
+    let alert = loop {
+        kept.push(std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect"));
+        std::thread::sleep(Duration::from_millis(100));
+        let view = monitor.view();
+        if let Some(a) = view.alerts.iter().find(|a| a.to > a.from) {
+            break a.clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no alert: {view:?}"
+        );
+    };
+    let finding = alert.finding.expect("the alert carries a finding");
+    assert_eq!(finding.kind, "fds");
+    assert_eq!(finding.confidence, Confidence::WhatOnly, "{finding:#?}");
+    let top = &finding.groups[0];
+    assert_eq!(top.what, format!("tcp ESTABLISHED to 127.0.0.1:{port}"));
+    assert!(top.delta() >= 5.0, "{finding:#?}");
+    assert!(
+        finding
+            .summary
+            .contains(&format!("tcp ESTABLISHED to 127.0.0.1:{port}")),
+        "{}",
+        finding.summary
+    );
+    assert!(finding.detail.contains("fd-sites"), "{}", finding.detail);
+    drop(kept);
 }

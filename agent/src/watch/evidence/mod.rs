@@ -17,8 +17,12 @@
 //!   fires, one thread dump is taken and the threads that are new since
 //!   are grouped by the program's own code they run in.
 //!
+//! - for fds, an fds profile (what every fd is) taken every
+//!   [`Evidence::FDS_EVERY`] while the fd rules are `Ok`, compared with one
+//!   taken when an fd rule fires.
+//!
 //! As a [`WatchHook`] it answers [`WatchHook::explain`] with a [`Finding`]
-//! for the rules on the heap (`heap_bytes`, `rss_bytes`) and on threads;
+//! for the rules on the heap (`heap_bytes`, `rss_bytes`), threads and fds;
 //! the profiles a finding compares are kept (the last few) for the viewer,
 //! as `KIND-base-N` and `KIND-new-N`.
 
@@ -75,6 +79,8 @@ struct State {
     last_ring: Option<Instant>,
     /// Threads alive while the thread rules were last `Ok`.
     thread_tids: Option<(Instant, HashSet<u32>)>,
+    /// The fds profile taken while the fd rules were last `Ok`.
+    fds_base: Option<(Instant, Profile)>,
     /// Profiles compared by recent findings, newest last.
     kept: VecDeque<KeptProfile>,
     findings: u64,
@@ -124,6 +130,9 @@ impl Evidence {
     pub const KEPT_PROFILES: usize = 8;
     /// Time between readings of the thread ids while healthy.
     pub const THREAD_IDS_EVERY: Duration = Duration::from_secs(10);
+    /// Time between healthy fds profiles (a `readlink` per fd: about a
+    /// millisecond per thousand fds).
+    pub const FDS_EVERY: Duration = Duration::from_secs(60);
 
     /// Evidence for `target`, refreshing the baseline every `baseline_every`.
     pub fn new(target: Target, baseline_every: Duration) -> Evidence {
@@ -140,6 +149,7 @@ impl Evidence {
                 ring: HeapRing::new(Self::RING_SNAPSHOTS),
                 last_ring: None,
                 thread_tids: None,
+                fds_base: None,
                 kept: VecDeque::new(),
                 findings: 0,
             }),
@@ -291,6 +301,33 @@ impl Evidence {
         f
     }
 
+    /// The fds finding: what the fds that grew are, against the last
+    /// healthy fds profile.
+    fn fds_finding(&self) -> Finding {
+        use crate::explain::counts::{counted, finding};
+        let Some(base) = self.lock().fds_base.as_ref().map(|(_, p)| p.clone()) else {
+            return Finding::unknown(
+                "fds",
+                "fds",
+                "no healthy fds profile to compare with (the rule fired before one was taken)",
+            );
+        };
+        let new = match crate::collect::fds::capture(self.target) {
+            Ok(p) => p,
+            Err(e) => return Finding::unknown("fds", "fds", format!("no fds listing: {e}")),
+        };
+        let mut f = finding(
+            "fds",
+            "fds",
+            &counted(&base),
+            &counted(&new),
+            "leakscope knows what each fd is, not which code opened it (build with the \
+             fd-sites feature to record that)",
+        );
+        self.keep("fds", "fds", base, new, &mut f);
+        f
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -393,6 +430,16 @@ impl WatchHook for Evidence {
                 self.lock().thread_tids = Some((Instant::now(), tids));
             }
         }
+        if levels.ok_for(&["open_fds"]) {
+            let due = self
+                .lock()
+                .fds_base
+                .as_ref()
+                .is_none_or(|(t, _)| t.elapsed() >= Self::FDS_EVERY);
+            if due && let Ok(p) = crate::collect::fds::capture(self.target) {
+                self.lock().fds_base = Some((Instant::now(), p));
+            }
+        }
         if baseline_due {
             let c = Arc::new(self.capture(
                 "baseline".into(),
@@ -423,6 +470,7 @@ impl WatchHook for Evidence {
             }
             #[cfg(feature = "cpu")]
             "threads" if self.target == Target::SelfProcess => Some(self.threads_finding()),
+            "fds" => Some(self.fds_finding()),
             _ => {
                 let _ = sample;
                 None
