@@ -40,6 +40,7 @@ pub struct AgentBuilder {
     store: Option<Store>,
     extra_routes: Vec<RoutesHook>,
     viewer: Option<String>,
+    evidence_every: Duration,
 }
 
 /// What a running agent is made of, for [`AgentBuilder::extra_routes`].
@@ -71,6 +72,7 @@ fn start_watch(
     webhook: Option<WebhookOptions>,
     store: Option<Store>,
     viewer: Option<String>,
+    evidence_every: std::time::Duration,
 ) -> Result<WatchParts> {
     let handle = tokio::runtime::Handle::try_current().ok();
     let extra: ExtraMetrics = Box::new(move || {
@@ -85,7 +87,7 @@ fn start_watch(
         }
         values
     });
-    let mut evidence = Evidence::new(Target::SelfProcess, Evidence::DEFAULT_BASELINE_EVERY);
+    let mut evidence = Evidence::new(Target::SelfProcess, evidence_every);
     if let Some(path) = viewer {
         evidence = evidence.with_viewer(path);
     }
@@ -144,6 +146,7 @@ impl AgentBuilder {
             store: None,
             extra_routes: Vec::new(),
             viewer: None,
+            evidence_every: Evidence::DEFAULT_EVERY,
         }
     }
 
@@ -262,6 +265,15 @@ impl AgentBuilder {
         self
     }
 
+    /// How often the watch loop takes the evidence that names leaks (a heap
+    /// snapshot for its ring, a healthy fds profile, the baseline capture);
+    /// default [`Evidence::DEFAULT_EVERY`] (a minute). Shorter names heap
+    /// leaks sooner and costs a heap dump each time.
+    pub fn evidence_every(mut self, every: Duration) -> Self {
+        self.evidence_every = every.max(Duration::from_millis(100));
+        self
+    }
+
     /// No watch loop: no background sampling, thresholds or captures.
     pub fn without_watch(mut self) -> Self {
         self.watch = None;
@@ -278,7 +290,15 @@ impl AgentBuilder {
         let watch = match self
             .watch
             .clone()
-            .map(|w| start_watch(w, webhook, self.store.clone(), self.viewer.clone()))
+            .map(|w| {
+                start_watch(
+                    w,
+                    webhook,
+                    self.store.clone(),
+                    self.viewer.clone(),
+                    self.evidence_every,
+                )
+            })
             .transpose()
         {
             Ok(w) => w,

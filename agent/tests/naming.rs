@@ -42,10 +42,7 @@ fn a_thread_alert_names_the_code_the_new_threads_run_in() {
     let options = MonitorOptions::default()
         .interval(Duration::from_millis(100))
         .rules(vec![rule]);
-    let evidence = Arc::new(Evidence::new(
-        Target::SelfProcess,
-        Evidence::DEFAULT_BASELINE_EVERY,
-    ));
+    let evidence = Arc::new(Evidence::new(Target::SelfProcess, Evidence::DEFAULT_EVERY));
     let hooks: Vec<Arc<dyn WatchHook>> = vec![evidence.clone()];
     let monitor = Monitor::spawn(Target::SelfProcess, options, None, hooks).expect("monitor");
     // A healthy second, then a thread every 100 ms until the rule fires.
@@ -122,10 +119,7 @@ fn an_fd_alert_names_what_the_new_fds_are() {
     let options = MonitorOptions::default()
         .interval(Duration::from_millis(100))
         .rules(vec![rule]);
-    let evidence = Arc::new(Evidence::new(
-        Target::SelfProcess,
-        Evidence::DEFAULT_BASELINE_EVERY,
-    ));
+    let evidence = Arc::new(Evidence::new(Target::SelfProcess, Evidence::DEFAULT_EVERY));
     let hooks: Vec<Arc<dyn WatchHook>> = vec![evidence.clone()];
     let monitor = Monitor::spawn(Target::SelfProcess, options, None, hooks).expect("monitor");
     std::thread::sleep(Duration::from_secs(1));

@@ -2,12 +2,12 @@
 //! process:
 //!
 //! - a ring of heap snapshots ([`HeapRing`]), one a minute
-//!   ([`Evidence::RING_EVERY`]) whatever the rules say, so a heap alert
+//!   (the evidence period, [`Evidence::DEFAULT_EVERY`]) whatever the rules say, so a heap alert
 //!   names the allocation site that keeps growing across them and the
 //!   viewer shows leak suspects without a store;
 //! - the last healthy capture (heap counts plus the resource sample with
 //!   its fd and socket breakdown, refreshed every
-//!   [`Evidence::DEFAULT_BASELINE_EVERY`] while every rule is `Ok`) and the
+//!   the evidence period while every rule is `Ok`) and the
 //!   capture taken when a rule goes up, served for
 //!   `go tool pprof -diff_base baseline breach`, and written to a snapshot
 //!   store with [`Evidence::with_store`].
@@ -18,7 +18,7 @@
 //!   are grouped by the program's own code they run in.
 //!
 //! - for fds, an fds profile (what every fd is) taken every
-//!   [`Evidence::FDS_EVERY`] while the fd rules are `Ok`, compared with one
+//!   evidence period while the fd rules are `Ok`, compared with one
 //!   taken when an fd rule fires.
 //!
 //! As a [`WatchHook`] it answers [`WatchHook::explain`] with a [`Finding`]
@@ -118,24 +118,23 @@ impl std::fmt::Debug for Evidence {
 }
 
 impl Evidence {
-    /// Default time between baseline captures while healthy.
-    pub const DEFAULT_BASELINE_EVERY: Duration = Duration::from_secs(60);
-    /// Time between the heap ring's snapshots.
-    pub const RING_EVERY: Duration = Duration::from_secs(60);
+    /// Default time between the heap ring's snapshots, the healthy fds
+    /// profiles and the baseline captures: the evidence period.
+    pub const DEFAULT_EVERY: Duration = Duration::from_secs(60);
     /// Heap snapshots the ring keeps: half an hour at one a minute.
     pub const RING_SNAPSHOTS: usize = 30;
     /// Captures waiting to be written, at most.
     pub const PERSIST_QUEUE: usize = 4;
     /// Profiles of findings kept for the viewer, at most.
     pub const KEPT_PROFILES: usize = 8;
-    /// Time between readings of the thread ids while healthy.
+    /// Longest time between readings of the thread ids while healthy.
     pub const THREAD_IDS_EVERY: Duration = Duration::from_secs(10);
-    /// Time between healthy fds profiles (a `readlink` per fd: about a
-    /// millisecond per thousand fds).
-    pub const FDS_EVERY: Duration = Duration::from_secs(60);
 
-    /// Evidence for `target`, refreshing the baseline every `baseline_every`.
-    pub fn new(target: Target, baseline_every: Duration) -> Evidence {
+    /// Evidence for `target`, taking a heap snapshot for the ring, a healthy
+    /// fds profile and a baseline capture every `every` (the evidence
+    /// period; shorter makes findings quicker and costs a heap dump each).
+    pub fn new(target: Target, every: Duration) -> Evidence {
+        let baseline_every = every;
         Evidence {
             target,
             baseline_every,
@@ -405,7 +404,8 @@ impl WatchHook for Evidence {
         let (ring_due, baseline_due) = {
             let st = self.lock();
             (
-                st.last_ring.is_none_or(|t| t.elapsed() >= Self::RING_EVERY),
+                st.last_ring
+                    .is_none_or(|t| t.elapsed() >= self.baseline_every),
                 levels.all_ok()
                     && st
                         .last_baseline
@@ -421,11 +421,9 @@ impl WatchHook for Evidence {
         #[cfg(not(feature = "heap"))]
         let _ = ring_due;
         if self.target == Target::SelfProcess && levels.ok_for(&["threads"]) {
-            let due = self
-                .lock()
-                .thread_tids
-                .as_ref()
-                .is_none_or(|(t, _)| t.elapsed() >= Self::THREAD_IDS_EVERY);
+            let due = self.lock().thread_tids.as_ref().is_none_or(|(t, _)| {
+                t.elapsed() >= Self::THREAD_IDS_EVERY.min(self.baseline_every)
+            });
             if due && let Some(tids) = thread_ids() {
                 self.lock().thread_tids = Some((Instant::now(), tids));
             }
@@ -435,7 +433,7 @@ impl WatchHook for Evidence {
                 .lock()
                 .fds_base
                 .as_ref()
-                .is_none_or(|(t, _)| t.elapsed() >= Self::FDS_EVERY);
+                .is_none_or(|(t, _)| t.elapsed() >= self.baseline_every);
             if due && let Ok(p) = crate::collect::fds::capture(self.target) {
                 self.lock().fds_base = Some((Instant::now(), p));
             }
