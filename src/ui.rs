@@ -12,9 +12,14 @@
 
 use std::sync::Arc;
 
+use std::time::SystemTime;
+
+use leakscope_agent::collect::unix_seconds;
+use leakscope_agent::explain::heap::HeapSnapshot;
 use leakscope_agent::profile::Profile;
 use leakscope_agent::resource::ResourceSample;
 use leakscope_agent::store::ListFilter;
+use leakscope_agent::watch::evidence::Evidence;
 use leakscope_agent::watch::monitor::{METRICS, Monitor};
 use leakscope_agent::watch::rules::{Condition, Rule};
 use leakscope_agent::{AgentBuilder, AgentParts};
@@ -134,6 +139,7 @@ pub fn target_view(name: &str, monitor: &Monitor) -> TargetView {
                 rule: a.rule.clone(),
                 to: a.to.to_string(),
                 message: a.message.clone(),
+                finding: a.finding.clone(),
             })
             .collect(),
         breakdown: v.last.as_ref().map(breakdown).unwrap_or_default(),
@@ -162,7 +168,9 @@ pub fn store_snapshots(
 }
 
 /// The pages' view of the agent: the process as one target, its live heap,
-/// its baseline and breach captures, and its store.
+/// the ring of heap snapshots its watch loop keeps (`heap-SEQ`), the
+/// profiles its findings compared (`threads-base-N`, `fds-new-N`, ...), its
+/// baseline and breach captures, and its store.
 struct AgentSource {
     parts: AgentParts,
     name: String,
@@ -171,10 +179,16 @@ struct AgentSource {
 /// Id of the heap profile taken when it is opened.
 const LIVE: &str = "live-heap";
 
+/// Prefix of the ids of the heap ring's snapshots: `heap-SEQ`, the ids the
+/// heap findings' diff links use.
+#[cfg(feature = "heap")]
+const RING: &str = "heap-";
+
 fn now() -> f64 {
-    leakscope_agent::collect::unix_seconds(std::time::SystemTime::now())
+    unix_seconds(SystemTime::now())
 }
 
+/// The profile of heap counts, built while no other heap profile is made.
 #[cfg(feature = "heap")]
 fn heap_profile(counts: &leakscope_agent::collect::heap::HeapCounts) -> Profile {
     leakscope_agent::collect::heap::exclusive(|| {
@@ -185,6 +199,81 @@ fn heap_profile(counts: &leakscope_agent::collect::heap::HeapCounts) -> Profile 
             leakscope_agent::symbolize::Symbolizer::global(),
         )
     })
+}
+
+impl AgentSource {
+    /// Snapshot views of the heap ring and of the findings' profiles.
+    fn evidence_snapshots(&self, e: &Evidence) -> Vec<SnapshotView> {
+        let view = |id: String, kind: &str, time: SystemTime, trigger: &str| SnapshotView {
+            id,
+            target: self.name.clone(),
+            kind: kind.to_owned(),
+            time: unix_seconds(time),
+            trigger: trigger.to_owned(),
+            bytes: 0,
+        };
+        let mut out = Vec::new();
+        for (id, c) in [("baseline", e.baseline()), ("breach", e.breach())] {
+            if let Some(c) = c {
+                let trigger = if id == "baseline" {
+                    "schedule"
+                } else {
+                    "breach"
+                };
+                out.push(view(id.into(), "heap", c.at, trigger));
+            }
+        }
+        #[cfg(feature = "heap")]
+        out.extend(e.with_ring(|r| {
+            r.snapshots()
+                .map(|s| view(format!("{RING}{}", s.seq), "heap", s.time, "ring"))
+                .collect::<Vec<_>>()
+        }));
+        out.extend(
+            e.kept_profiles()
+                .into_iter()
+                .map(|k| view(k.id, k.kind, k.time, "finding")),
+        );
+        out
+    }
+
+    /// A heap profile the agent has in memory: the live heap, a ring
+    /// snapshot, the baseline or breach capture; `None` for other ids.
+    #[cfg(feature = "heap")]
+    fn heap_load(&self, id: &str) -> Option<Result<Profile, String>> {
+        use leakscope_agent::collect::heap;
+        if id == LIVE {
+            return Some(heap::exclusive(|| {
+                let raw = heap::dump().map_err(|e| e.to_string())?;
+                Ok(heap::build(
+                    &heap::HeapCounts::from_raw(&raw),
+                    heap::HeapView::Heap,
+                    None,
+                    leakscope_agent::symbolize::Symbolizer::global(),
+                ))
+            }));
+        }
+        let e = self.parts.evidence.as_ref()?;
+        if let Some(seq) = id.strip_prefix(RING).and_then(|s| s.parse::<u64>().ok()) {
+            let counts = e.with_ring(|r| r.counts(seq));
+            return Some(counts.map(|c| heap_profile(&c)).ok_or_else(|| {
+                format!(
+                    "heap snapshot {id} has left the ring (it keeps the last {})",
+                    Evidence::RING_SNAPSHOTS
+                )
+            }));
+        }
+        let capture = match id {
+            "baseline" => e.baseline(),
+            "breach" => e.breach(),
+            _ => None,
+        }?;
+        Some(
+            capture.heap.as_ref().map(heap_profile).ok_or_else(|| {
+                format!("the {id} capture has no heap profile: heap profiling is off")
+            }),
+        )
+    }
 }
 
 impl Source for AgentSource {
@@ -209,22 +298,7 @@ impl Source for AgentSource {
             return out;
         }
         if let Some(e) = &self.parts.evidence {
-            for (id, c) in [("baseline", e.baseline()), ("breach", e.breach())] {
-                if let Some(c) = c {
-                    out.push(SnapshotView {
-                        id: id.into(),
-                        target: self.name.clone(),
-                        kind: "heap".into(),
-                        time: leakscope_agent::collect::unix_seconds(c.at),
-                        trigger: if id == "baseline" {
-                            "schedule".into()
-                        } else {
-                            "breach".into()
-                        },
-                        bytes: 0,
-                    });
-                }
-            }
+            out.extend(self.evidence_snapshots(e));
         }
         if cfg!(feature = "heap") {
             out.push(SnapshotView {
@@ -242,31 +316,16 @@ impl Source for AgentSource {
 
     fn load(&self, id: &str) -> Result<Profile, String> {
         #[cfg(feature = "heap")]
+        if let Some(loaded) = self.heap_load(id) {
+            return loaded;
+        }
+        if let Some(p) = self
+            .parts
+            .evidence
+            .as_ref()
+            .and_then(|e| e.kept_profile(id))
         {
-            if id == LIVE {
-                use leakscope_agent::collect::heap;
-                return heap::exclusive(|| {
-                    let raw = heap::dump().map_err(|e| e.to_string())?;
-                    Ok(heap::build(
-                        &heap::HeapCounts::from_raw(&raw),
-                        heap::HeapView::Heap,
-                        None,
-                        leakscope_agent::symbolize::Symbolizer::global(),
-                    ))
-                });
-            }
-            if let Some(e) = &self.parts.evidence {
-                let capture = match id {
-                    "baseline" => e.baseline(),
-                    "breach" => e.breach(),
-                    _ => None,
-                };
-                if let Some(c) = capture {
-                    return c.heap.as_ref().map(heap_profile).ok_or_else(|| {
-                        format!("the {id} capture has no heap profile: heap profiling is off")
-                    });
-                }
-            }
+            return Ok(Profile::clone(&p));
         }
         let store = self
             .parts
@@ -276,13 +335,39 @@ impl Source for AgentSource {
         let bytes = store.read(id).map_err(|e| e.to_string())?;
         Profile::decode_bytes(&bytes, &format!("snapshot {id}")).map_err(|e| e.to_string())
     }
+
+    /// The heap ring, reduced to sites in one symbolization of its
+    /// addresses (never one profile per snapshot). The ring is copied out
+    /// first, so the watch loop is not held up while symbolizing.
+    fn heap_sites(&self, target: &str) -> Option<Vec<HeapSnapshot>> {
+        #[cfg(feature = "heap")]
+        if target == self.name
+            && let Some(e) = &self.parts.evidence
+        {
+            use leakscope_agent::watch::evidence::HeapRing;
+            let copy = e.with_ring(|r| {
+                let mut copy = HeapRing::new(r.len());
+                for s in r.snapshots() {
+                    if let Some(counts) = r.counts(s.seq) {
+                        copy.push(&counts);
+                    }
+                }
+                copy
+            });
+            return Some(copy.reduce(leakscope_agent::symbolize::Symbolizer::global()));
+        }
+        let _ = target;
+        None
+    }
 }
 
 /// Adds the web viewer to an agent.
 pub trait AgentBuilderExt {
     /// Serves the viewer at `/debug/pprof/ui/`: the process's counters with
-    /// their thresholds and alerts, leak suspects over its stored heap
-    /// snapshots, its live heap profile, and diffs of its captures.
+    /// their thresholds and its alerts with the leaks they name, leak
+    /// suspects over the watch loop's ring of heap snapshots, its live heap
+    /// profile, and diffs of its captures and of the profiles its findings
+    /// compared.
     #[must_use]
     fn with_ui(self) -> Self;
 }

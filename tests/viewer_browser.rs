@@ -1,10 +1,12 @@
 //! The web viewer in a real headless Chromium, against real servers:
 //! `leakscope view` over saved heap profiles of the leaky example (the
 //! flamegraph has frames, search highlights one, the diff page lists the
-//! leaking function first, a broken file is named on the page) and the
-//! sidecar's `/ui/` watching this test process (targets with sparklines, a
-//! target page with leak suspects and timelines). Screenshots go to
-//! `target/screenshots/` for people to look at.
+//! leaking function first, a broken file is named on the page, and every
+//! flamegraph, the offline report's too, spans its frame), the sidecar's
+//! `/ui/` watching this test process (targets with sparklines, a target
+//! page with leak suspects and timelines), and the agent's pages with an
+//! alert that names its leak. Screenshots go to `target/screenshots/` for
+//! people to look at.
 
 mod support;
 
@@ -13,7 +15,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::browser::Browser;
+use support::browser::{Browser, Page};
 use support::sidecar::{start_sidecar, wait_until};
 use support::{leak_heap, save, scratch};
 
@@ -28,6 +30,46 @@ fn screenshots() -> PathBuf {
         .join("screenshots");
     std::fs::create_dir_all(&dir).expect("screenshots dir");
     dir
+}
+
+/// Share of the width of the iframe `id` spanned by its flamegraph's root
+/// frame (`all`), once inferno's script has laid the frames out to the
+/// width of their SVG (it removes the SVG's width, then sizes the frames).
+fn flame_share(page: &Page, id: &str) -> f64 {
+    let js = format!(
+        "(function(){{var f=document.getElementById('{id}');var d=f&&f.contentDocument;if(!d)return null;\
+         var svg=d.querySelector('svg');var frames=d.getElementById('frames');\
+         if(!svg||!frames||svg.hasAttribute('width'))return null;\
+         if(Math.abs(frames.width.baseVal.value-(svg.getBoundingClientRect().width-20))>=1)return null;\
+         var t=Array.from(frames.querySelectorAll('g > title')).find(function(t){{return t.textContent.indexOf('all (')==0;}});\
+         if(!t)return null;var r=t.parentNode.querySelector('rect').getBoundingClientRect();\
+         return {{root:r.width,frame:f.clientWidth,top:r.top,height:f.clientHeight}};}})()"
+    );
+    let v = page.wait_for(&js, &format!("the flamegraph of #{id} laid out"), WAIT);
+    let (root, frame) = (
+        v["root"].as_f64().unwrap_or(0.0),
+        v["frame"].as_f64().unwrap_or(1.0),
+    );
+    // The frame opens scrolled to the root, at its bottom.
+    let (top, height) = (
+        v["top"].as_f64().unwrap_or(-1.0),
+        v["height"].as_f64().unwrap_or(0.0),
+    );
+    assert!(
+        (0.0..height).contains(&top),
+        "the root frame of #{id} is out of view: at {top} px of {height}"
+    );
+    root / frame
+}
+
+/// Asserts that the flamegraph of iframe `id` spans at least 90% of it.
+fn assert_full_width(page: &Page, id: &str) {
+    let share = flame_share(page, id);
+    assert!(
+        share >= 0.9,
+        "the root frame of #{id} spans {:.0}% of its iframe",
+        share * 100.0
+    );
 }
 
 /// `leakscope view DIR` on a loopback port; returns the child and base URL.
@@ -65,6 +107,19 @@ async fn viewer_pages_in_chromium() {
     std::fs::write(dir.join("3-broken.pb.gz"), b"not a profile").expect("write");
     let (_view, url) = view(&dir);
     let shots = screenshots();
+    let report = dir.join("report.html");
+    let made = Command::new(env!("CARGO_BIN_EXE_leakscope"))
+        .args(["diff", "-o"])
+        .arg(&report)
+        .arg(dir.join("1-base.pb.gz"))
+        .arg(dir.join("2-new.pb.gz"))
+        .output()
+        .expect("run leakscope diff");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
 
     tokio::task::spawn_blocking(move || {
         let browser = Browser::start();
@@ -111,6 +166,7 @@ async fn viewer_pages_in_chromium() {
             WAIT,
         );
         assert!(highlighted.as_u64() >= Some(1), "{highlighted}");
+        assert_full_width(&page, "flame");
         page.screenshot(&shots.join("viewer-profile-search.png"));
         assert!(page.errors().is_empty(), "{:?}", page.errors());
 
@@ -135,6 +191,7 @@ async fn viewer_pages_in_chromium() {
                 id,
                 WAIT,
             );
+            assert_full_width(&page, id);
         }
         page.screenshot(&shots.join("viewer-diff.png"));
         // The toggle goes to the normalized view and back.
@@ -152,6 +209,21 @@ async fn viewer_pages_in_chromium() {
             err.as_str().unwrap_or_default().contains("no snapshot"),
             "{err}"
         );
+
+        // The offline report of `leakscope diff -o`: both flamegraphs, in
+        // srcdoc frames, at full width too.
+        let page = browser.open(&format!("file://{}", report.display()));
+        let shares = ["flame-new", "flame-base"].map(|id| (id, flame_share(&page, id)));
+        page.eval("document.getElementById('flame-new').previousElementSibling.scrollIntoView()");
+        page.screenshot(&shots.join("viewer-report.png"));
+        for (id, share) in shares {
+            assert!(
+                share >= 0.9,
+                "the root frame of #{id} spans {:.0}% of its iframe",
+                share * 100.0
+            );
+        }
+        assert!(page.errors().is_empty(), "{:?}", page.errors());
     })
     .await
     .expect("browser part");
@@ -217,6 +289,15 @@ async fn sidecar_ui_in_chromium() {
             first.contains("leak_heap_kib") && first.contains("growing"),
             "first suspect: {first}"
         );
+        // leakscope's own allocations are one line apart, never a row.
+        let rows = page.eval("document.getElementById('suspects').textContent");
+        let rows = rows.as_str().unwrap_or_default().to_owned();
+        assert!(!rows.contains("leakscope_agent::"), "{rows}");
+        let own = page.eval("document.getElementById('leakscope-own').textContent");
+        assert!(
+            own.as_str().unwrap_or_default().starts_with("leakscope's own: "),
+            "{own}"
+        );
         let charts = page.eval("document.querySelectorAll('#timeline svg.chart').length");
         assert!(charts.as_u64() >= Some(3), "{charts}");
         // The heap across snapshots, and the breakdowns as multi-line charts.
@@ -262,6 +343,141 @@ async fn agent_ui_in_chromium() {
         let top = page.eval("document.querySelector('#top').textContent");
         assert!(top.as_str().unwrap_or_default().contains("leak_heap_kib"), "{top}");
         page.screenshot(&shots.join("agent-live-heap.png"));
+        assert!(page.errors().is_empty(), "{:?}", page.errors());
+    })
+    .await
+    .expect("browser part");
+}
+
+/// Starts a thread that waits forever on a channel nobody sends on; the
+/// sender is leaked too, so `recv` never returns.
+#[inline(never)]
+fn park_a_worker() {
+    let (tx, rx) = std::sync::mpsc::channel::<u8>();
+    std::mem::forget(tx);
+    std::thread::Builder::new()
+        .name("stuck-worker".into())
+        .spawn(move || {
+            let _ = rx.recv();
+        })
+        .expect("spawn");
+}
+
+/// The agent's own pages, with no store: a thread rule with a short window
+/// (the mechanism; the built-in rules take minutes) fires while threads
+/// pile up, and the target page shows the finding its alert carries: the
+/// function the threads run in, exact, the group, and a link to the diff
+/// of the two thread profiles it compared, which the agent serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_alert_names_its_leak_in_chromium() {
+    use leakscope::agent::watch::monitor::MonitorOptions;
+    use leakscope::agent::watch::rules::{Condition, Rule};
+    use leakscope::ui::AgentBuilderExt;
+
+    let rule = Rule::new(
+        "threads_fast",
+        "threads",
+        Condition::Growth {
+            per_minute: 30.0,
+            critical_per_minute: None,
+            window_secs: 6.0,
+        },
+    );
+    let addr = support::start_service(move || {
+        leakscope::AgentBuilder::new()
+            .watch(
+                MonitorOptions::default()
+                    .interval(Duration::from_millis(100))
+                    .rules(vec![rule]),
+            )
+            .with_ui()
+    });
+    // A healthy second (the thread ids are read while the rule is ok), then
+    // a thread every 100 ms until the alert names them.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let start = std::time::Instant::now();
+    loop {
+        park_a_worker();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let r = leakscope::client::get(addr, "/debug/leakscope/alerts", WAIT)
+            .await
+            .expect("alerts");
+        let v: serde_json::Value = serde_json::from_slice(&r.body).expect("alerts JSON");
+        let named = v["alerts"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|a| a["finding"]["kind"] == "threads" && a["finding"]["new"].is_string())
+        });
+        if named {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(90), "no finding: {v}");
+    }
+    let url = format!("http://{addr}/debug/pprof/ui");
+    let shots = screenshots();
+    tokio::task::spawn_blocking(move || {
+        let browser = Browser::start();
+        let page = browser.open(&format!("{url}/"));
+        // The front page: the latest finding per target; the heap ring's
+        // snapshots and the profiles the finding compared are listed.
+        let latest = page.eval("document.querySelector('#targets .latest-finding').textContent");
+        let latest = latest.as_str().unwrap_or_default().to_owned();
+        assert!(latest.contains("stuck-worker"), "latest finding: {latest}");
+        let ids = page.eval(
+            "Array.from(document.querySelectorAll('#compare tr')).map(function(r){return r.textContent;}).join('|')",
+        );
+        let ids = ids.as_str().unwrap_or_default().to_owned();
+        assert!(ids.contains("heap-1") && ids.contains("ring"), "{ids}");
+        assert!(ids.contains("threads-base-") && ids.contains("threads-new-"), "{ids}");
+        page.screenshot(&shots.join("agent-overview.png"));
+        let target = page.eval("document.querySelector('#targets a').href");
+        let page = browser.open(target.as_str().expect("target link"));
+
+        // The alert and its finding.
+        let text = |sel: &str| {
+            let v = page.eval(&format!(
+                "(function(){{var e=document.querySelector('{sel}');return e?e.textContent:'';}})()"
+            ));
+            v.as_str().unwrap_or_default().to_owned()
+        };
+        assert!(text("#alerts tr.alert").contains("threads_fast"), "{}", text("#alerts"));
+        let site = text("#alerts .finding .site code.fn");
+        assert!(
+            site.starts_with("viewer_browser::park_a_worker::{{closure}}"),
+            "site: {site}"
+        );
+        assert!(
+            text("#alerts .finding .site .at").contains("tests/viewer_browser.rs:"),
+            "{}",
+            text("#alerts .finding")
+        );
+        assert_eq!(text("#alerts .finding .conf"), "exact");
+        let detail = page.eval("document.querySelector('#alerts .finding .conf').title");
+        assert!(!detail.as_str().unwrap_or_default().is_empty(), "a tooltip");
+        assert!(
+            text("#alerts .finding table.groups").contains("thread 'stuck-worker'"),
+            "{}",
+            text("#alerts .finding")
+        );
+        page.eval("document.getElementById('alerts').previousElementSibling.scrollIntoView()");
+        page.screenshot(&shots.join("agent-alert-finding.png"));
+        assert!(page.errors().is_empty(), "{:?}", page.errors());
+
+        // Its link: the diff of the two thread profiles, full width.
+        let href = page.eval("document.querySelector('#alerts .finding a.diff-link').href");
+        let href = href.as_str().expect("diff link").to_owned();
+        assert!(href.contains("base=threads-base-") && href.contains("type=threads"), "{href}");
+        let page = browser.open(&href);
+        let grew = page.eval("document.querySelectorAll('#ranked td.grew').length");
+        assert!(grew.as_u64() >= Some(1), "the new threads show as growth: {grew}");
+        for id in ["flame-new", "flame-base"] {
+            assert_full_width(&page, id);
+        }
+        page.screenshot(&shots.join("agent-finding-diff.png"));
+        assert!(page.errors().is_empty(), "{:?}", page.errors());
+
+        // A snapshot of the heap ring opens as a profile.
+        let page = browser.open(&format!("{url}/profile/heap-1?type=inuse_space"));
+        assert_full_width(&page, "flame");
         assert!(page.errors().is_empty(), "{:?}", page.errors());
     })
     .await

@@ -76,7 +76,11 @@ async fn diff_ranks_the_leak_first_and_writes_reports() {
     let text = std::fs::read_to_string(&html).expect("report");
     assert!(text.starts_with("<!doctype html>"), "{}", &text[..100]);
     assert_eq!(text.matches("<iframe class=\"flame\"").count(), 2);
-    assert!(text.contains("srcdoc=\"&lt;?xml"), "flamegraphs embedded");
+    assert_eq!(
+        text.matches("srcdoc=\"&lt;!doctype html&gt;").count(),
+        2,
+        "flamegraphs embedded as documents of their own"
+    );
     assert!(text.contains("leak_heap_kib"));
     assert!(
         !text.contains("src=\"http"),

@@ -121,8 +121,7 @@ pub(crate) fn sample_index(p: &Profile, wanted: Option<&str>) -> Option<usize> {
 pub(crate) type RawFrame<'p> = (&'p str, &'p str, i64);
 
 /// A profile's locations and functions by id, to turn samples into frames;
-/// shared by the flat views here, [`fold`](crate::fold) and
-/// [`suspects`](crate::suspects).
+/// shared by the flat views here and [`fold`](crate::fold).
 pub(crate) struct Resolver<'p> {
     p: &'p Profile,
     locations: HashMap<u64, &'p Location>,
@@ -184,7 +183,7 @@ fn site_of<'p>(mut frames: impl Iterator<Item = RawFrame<'p>> + Clone, skip_std:
 }
 
 /// Sum of the value at `index` per site (see [`site_of`]).
-pub(crate) fn flat_by_site(p: &Profile, index: usize, skip_std: bool) -> HashMap<Site, i64> {
+fn flat_by_site(p: &Profile, index: usize, skip_std: bool) -> HashMap<Site, i64> {
     let resolver = Resolver::new(p);
     let mut out: HashMap<Site, i64> = HashMap::new();
     for s in &p.sample {

@@ -6,7 +6,7 @@
 //! - [`analysis`]: rank what grew between two snapshots, by function and line;
 //! - [`fold`]: fold a profile into stacks for a flamegraph;
 //! - [`diff`]: stack-by-stack differences, absolute or normalized;
-//! - [`suspects`]: classify allocation sites across many snapshots;
+//! - [`suspects`]: leak suspects across heap snapshots, by the agent's own analysis;
 //! - [`attribute`]: name the code that creates leaked threads, tasks and fds;
 //! - [`render`]: flamegraph SVGs (inferno), the terminal table, HTML parts;
 //! - `web` (feature `web`, on by default): the pages, over any `web::Source`.

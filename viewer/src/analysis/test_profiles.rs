@@ -42,6 +42,12 @@ impl ProfileBuilder {
         self
     }
 
+    /// Sets the sampling period (bytes, for a heap profile).
+    pub(crate) fn period(mut self, period: i64) -> Self {
+        self.p.period = period;
+        self
+    }
+
     /// Index of `s` in the string table, added when new.
     fn intern(&mut self, s: &str) -> i64 {
         let i = match self.p.string_table.iter().position(|x| x == s) {

@@ -45,13 +45,16 @@ th{background:#f0f3f6;font-weight:600}td.num{text-align:right;font-variant-numer
 code,.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}td.mono{word-break:break-all;max-width:520px}
 .badge{display:inline-block;padding:1px 8px;border-radius:9px;font-size:12px;font-weight:600}
 .ok{background:#dcf5e3;color:#13622d}.warning{background:#fff1c2;color:#7a5300}.critical{background:#ffd9d6;color:#9b1c12}
-.muted{color:#6b7580}.grew{color:#b3261e}.shrank{color:#1d5fb3}.flag{font-size:11px;padding:0 5px;border-radius:4px;background:#eef}
+.muted{color:#6b7580}.grew{color:#b3261e}.shrank{color:#1d5fb3}.flag{font-size:11px;padding:0 5px;border-radius:4px;background:#eef;white-space:nowrap;word-break:normal}
 .error{background:#ffd9d6;border:1px solid #e8a39d;padding:10px 14px;border-radius:6px;margin:10px 0}
 .row{display:flex;gap:16px;flex-wrap:wrap}.card{background:#fff;border:1px solid #e3e7eb;border-radius:6px;padding:10px 12px}
 iframe.flame{width:100%;border:1px solid #e3e7eb;background:#fff}
 nav.types a{margin-right:10px}nav.types a.on{font-weight:700;text-decoration:none;color:#1d2733}
 input[type=search]{padding:5px 8px;width:280px;border:1px solid #c5ccd3;border-radius:4px}
-.suspect-growing_linearly{background:#fff4f3}
+.suspect-growing{background:#fff4f3}tr.library td{color:#4a5560}
+.conf-exact,.conf-clear{background:#dbe7ff;color:#1d3f8f}.conf-likely,.conf-what-only{background:#eceef9;color:#3b4470}.conf-unknown{background:#eceff1;color:#5b6570}
+tr.finding-row td{border-bottom:2px solid #e3e7eb}.finding p{margin:3px 0}.finding .summary{font-weight:600}.finding table.groups{margin:4px 0}
+.finding .detail{font-size:12px}code.fn{word-break:break-all}td.latest-finding{max-width:360px;font-size:12px}td.when{white-space:nowrap}
 "#;
 
 /// A whole page: header with the navigation, then `body` (already HTML).

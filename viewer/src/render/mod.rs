@@ -273,6 +273,27 @@ pub fn diff_flamegraph(diff: &Diff, o: &FlameOptions, side: Side) -> Result<Stri
     run(opts, &lines)
 }
 
+/// A flamegraph SVG (of [`flamegraph()`] or [`diff_flamegraph`]) as an HTML
+/// document of its own, for an `<iframe srcdoc>` (the offline report of
+/// `leakscope diff -o`), drawn at the frame's full width.
+///
+/// inferno's fluid drawing removes the root `<svg>`'s width when it loads,
+/// so that it fits its parent. As the root of an SVG document (served as
+/// `image/svg+xml`) that is the frame's width; but a `srcdoc` is parsed as
+/// HTML, where an inline `<svg>` without a width is 300 px wide (CSS's
+/// default size of a replaced element): the flamegraph was a strip at the
+/// left of its frame. The style here gives it the body's width, which the
+/// script then reads to lay the frames out.
+pub fn flame_document(svg: &str) -> String {
+    // The XML declaration and DOCTYPE mean nothing in HTML: drop them.
+    let svg = svg.find("<svg").map_or(svg, |i| &svg[i..]);
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><style>\
+         html,body{{margin:0;padding:0;background:#fff}}body>svg{{display:block;width:100%}}\
+         </style></head><body>{svg}</body></html>"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

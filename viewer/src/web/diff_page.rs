@@ -15,7 +15,7 @@ use crate::diff::{Change, DiffStacksOptions, diff as diff_stacks};
 use crate::fold::{Folded, fold_pair};
 use crate::render::html::{escape, page, url_encode};
 use crate::render::table::{format_delta, format_percent, format_value};
-use crate::render::{FlameOptions, Side, diff_flamegraph};
+use crate::render::{FlameOptions, Side, diff_flamegraph, flame_document};
 
 /// Loads both sides and folds them for the same sample type.
 fn load_pair(
@@ -224,10 +224,12 @@ pub fn diff_report(
         (Side::New, "New", "flame-new"),
         (Side::Base, "Base", "flame-base"),
     ] {
+        // The file names only: a title wider than its frame is cut.
+        let short = |n: &'_ str| n.rsplit('/').next().unwrap_or(n).to_owned();
         let title = format!(
             "{} → {} ({}), sized by {}",
-            names.0,
-            names.1,
+            short(names.0),
+            short(names.1),
             d.sample_type,
             label.to_lowercase()
         );
@@ -236,7 +238,7 @@ pub fn diff_report(
         let _ = write!(
             body,
             "<h2>{label}</h2><iframe class=\"flame\" id=\"{id}\" style=\"height:520px\" srcdoc=\"{}\"></iframe>",
-            escape(&svg)
+            escape(&flame_document(&svg))
         );
     }
     Ok(page("leakscope diff", &[], &body))

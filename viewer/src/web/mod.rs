@@ -5,7 +5,7 @@
 //! | page | shows |
 //! |---|---|
 //! | `{prefix}/` | targets with sparklines and state; snapshots |
-//! | `{prefix}/target/NAME` | leak suspects first, then timelines with thresholds, alerts and snapshots; pick two to diff |
+//! | `{prefix}/target/NAME` | leak suspects first, then timelines with thresholds, alerts with the leaks they name, and snapshots; pick two to diff |
 //! | `{prefix}/profile/ID?type=T` | flamegraph (zoom, search, tooltips), sample types, top table |
 //! | `{prefix}/diff?base=ID&new=ID&type=T&normalize=1` | what grew, ranked; differential flamegraphs of both sides |
 //!
@@ -13,6 +13,7 @@
 //! Loading, folding and drawing run on the blocking pool, two at a time,
 //! so big profiles never stall the async workers.
 
+mod alerts;
 mod diff_page;
 mod files;
 mod pages;
@@ -28,6 +29,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use leakscope_agent::explain::Finding;
+use leakscope_agent::explain::heap::HeapSnapshot;
 use leakscope_agent::profile::Profile;
 
 pub use crate::render::html::{Marker, Threshold};
@@ -59,6 +62,8 @@ pub struct AlertView {
     pub to: String,
     /// The sentence.
     pub message: String,
+    /// What leaks and where, when the watch loop named it.
+    pub finding: Option<Finding>,
 }
 
 /// A watched target as the pages show it.
@@ -115,6 +120,14 @@ pub trait Source: Send + Sync + 'static {
     /// Problems to show on the front page (files that could not be read).
     fn notes(&self) -> Vec<String> {
         Vec::new()
+    }
+    /// The target's recent heap snapshots already reduced to sites, oldest
+    /// first, when the source has them at hand (the agent's ring of heap
+    /// snapshots, symbolized once). `None` (the default): the pages load
+    /// the target's last heap profiles and reduce them.
+    fn heap_sites(&self, target: &str) -> Option<Vec<HeapSnapshot>> {
+        let _ = target;
+        None
     }
 }
 

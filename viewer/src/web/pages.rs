@@ -6,20 +6,28 @@ use std::collections::HashMap;
 use std::fmt::Write;
 
 use axum::http::StatusCode;
+use leakscope_agent::explain::heap::HeapSnapshot;
+use leakscope_agent::explain::trend::Trend;
 use leakscope_agent::profile::Profile;
 
+use super::alerts::{alerts_table, file_line, latest_finding};
 use super::{MetricView, SnapshotView, Source, TargetView};
 use crate::fold::{FoldOptions, Folded, fold};
-use crate::render::html::{Marker, badge, chart, chart_lines, escape, page, sparkline, url_encode};
+use crate::render::html::{
+    Marker, badge, chart, chart_lines, escape, human_span, page, sparkline, url_encode,
+};
 use crate::render::table::{format_delta, format_value};
 use crate::render::{FlameOptions, flamegraph};
-use crate::suspects::{SuspectOptions, Trend, leak_suspects};
+use crate::suspects::{
+    Suspect, SuspectOptions, bytes_per_minute, leak_suspects, reduce_profiles, total_in_use,
+};
 
 /// An error page's status, title and message.
 pub(super) type PageError = (StatusCode, String, String);
 
-/// Heap snapshots of a target that leak suspects are computed over.
-const SUSPECT_SNAPSHOTS: usize = 8;
+/// Heap profiles of a target that leak suspects are computed over, at most,
+/// when the source has no reduced snapshots at hand.
+const HEAP_SNAPSHOTS: usize = 16;
 
 pub(super) fn nav(prefix: &str) -> Vec<(&'static str, String)> {
     vec![("overview", format!("{prefix}/"))]
@@ -140,7 +148,12 @@ fn snapshot_picker(prefix: &str, snaps: &[SnapshotView]) -> String {
             escape(&s.target),
             escape(&s.kind),
             escape(&s.trigger),
-            format_value(s.bytes as i64, "bytes"),
+            // Profiles held in memory have no file size.
+            if s.bytes == 0 {
+                String::new()
+            } else {
+                format_value(s.bytes as i64, "bytes")
+            },
             snapshot_link(prefix, s)
         );
     }
@@ -177,7 +190,7 @@ pub(super) fn index(prefix: &str, source: &dyn Source) -> String {
         for n in names {
             let _ = write!(body, "<th colspan=\"2\">{n}</th>");
         }
-        body.push_str("</tr>");
+        body.push_str("<th>latest finding</th></tr>");
         for t in &targets {
             let _ = write!(
                 body,
@@ -198,7 +211,11 @@ pub(super) fn index(prefix: &str, source: &dyn Source) -> String {
                     None => body.push_str("<td></td><td></td>"),
                 }
             }
-            body.push_str("</tr>");
+            let _ = write!(
+                body,
+                "<td class=\"latest-finding\">{}</td></tr>",
+                latest_finding(&t.alerts)
+            );
         }
         body.push_str("</table>");
     }
@@ -209,80 +226,102 @@ pub(super) fn index(prefix: &str, source: &dyn Source) -> String {
     page(&source.title(), &nav(prefix), &body)
 }
 
-/// The target's last heap snapshots, loaded once for the suspects and the
-/// heap chart: `(unix seconds, profile)`, oldest first.
-fn recent_heaps(source: &dyn Source, t: &TargetView, n: usize) -> Vec<(f64, Profile)> {
+/// The target's recent heap snapshots reduced to sites, oldest first: from
+/// the source when it has them at hand, else its last heap profiles
+/// (live dumps aside) loaded and reduced.
+fn recent_heaps(source: &dyn Source, t: &TargetView) -> Vec<HeapSnapshot> {
+    if let Some(snaps) = source.heap_sites(&t.name) {
+        return snaps;
+    }
     let heaps: Vec<SnapshotView> = source
         .snapshots(Some(&t.name))
         .into_iter()
-        .filter(|s| s.kind == "heap")
+        .filter(|s| s.kind == "heap" && s.trigger != "live")
         .collect();
-    heaps[heaps.len().saturating_sub(n)..]
+    let loaded: Vec<(f64, Profile)> = heaps[heaps.len().saturating_sub(HEAP_SNAPSHOTS)..]
         .iter()
         .filter_map(|s| source.load(&s.id).ok().map(|p| (s.time, p)))
-        .collect()
+        .collect();
+    let refs: Vec<(f64, &Profile)> = loaded.iter().map(|(t, p)| (*t, p)).collect();
+    reduce_profiles(&refs)
 }
 
-fn suspects_table(heaps: &[(f64, Profile)]) -> String {
-    let recent = &heaps[heaps.len().saturating_sub(SUSPECT_SNAPSHOTS)..];
-    if recent.len() < 3 {
-        return format!(
-            "<p class=\"muted\" id=\"suspects\">Leak suspects need 3 heap snapshots of this target; it has {}.</p>",
-            recent.len()
-        );
-    }
-    let refs: Vec<(f64, &Profile)> = recent.iter().map(|(t, p)| (*t, p)).collect();
-    let suspects = leak_suspects(&refs, &SuspectOptions::default());
-    let mut out = format!(
-        "<table id=\"suspects\"><tr><th>trend</th><th>function</th><th>file:line</th><th>growth / min</th><th>in use</th><th>over {} snapshots</th></tr>",
-        refs.len()
-    );
-    for s in suspects.iter().take(12) {
-        let trend = match s.trend {
-            Trend::GrowingLinearly => "growing",
-            Trend::Saturating => "saturating",
-            Trend::Stable => "stable",
-            Trend::Freed => "freed",
-        };
-        let class = serde_trend(s.trend);
-        let points: Vec<(f64, f64)> = s.points.iter().map(|&(t, v)| (t, v as f64)).collect();
-        let at = if s.file.is_empty() {
-            String::new()
-        } else {
-            format!("{}:{}", s.file, s.line)
-        };
-        let _ = write!(
-            out,
-            "<tr class=\"suspect-{class}\"><td>{}</td><td class=\"mono\">{}</td><td class=\"mono\">{}</td>\
-             <td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
-            trend_badge(s.trend, trend),
-            escape(&s.function),
-            escape(&at),
-            format_delta(s.bytes_per_minute as i64, "bytes"),
-            format_value(s.last_bytes, "bytes"),
-            sparkline(&points, &[], 140, 24)
-        );
-    }
-    out.push_str("</table>");
-    out
-}
+/// Own-code rows shown, at most; library-only rows follow, at most
+/// [`LIBRARY_ROWS`].
+const OWN_ROWS: usize = 12;
+/// Library-only rows shown, at most.
+const LIBRARY_ROWS: usize = 5;
 
-fn trend_badge(t: Trend, text: &str) -> String {
-    let class = match t {
-        Trend::GrowingLinearly => "critical",
+fn suspect_row(out: &mut String, s: &Suspect) {
+    let trend = s.fit.trend;
+    let class = match trend {
+        Trend::Growing => "critical",
         Trend::Saturating => "warning",
         Trend::Stable | Trend::Freed => "ok",
     };
-    format!("<span class=\"badge {class}\">{}</span>", escape(text))
+    let why = format!(
+        "change {:.1}× the sampling noise over all snapshots, {:.1}× over the recent half",
+        s.overall_sureness(),
+        s.sureness()
+    );
+    let site = &s.key.site;
+    let at = file_line(site);
+    let library = if s.key.own {
+        ""
+    } else {
+        " <span class=\"flag\" title=\"no frame of the program's own code on these stacks\">library only</span>"
+    };
+    let points: Vec<(f64, f64)> = s.points.iter().map(|p| (p.t, p.value)).collect();
+    // A rate only where it stands above the sampling noise.
+    let growth = if trend == Trend::Growing {
+        format_delta(bytes_per_minute(s) as i64, "bytes")
+    } else {
+        "<span class=\"muted\">–</span>".to_owned()
+    };
+    let _ = write!(
+        out,
+        "<tr class=\"suspect-{}{}\"><td><span class=\"badge {class}\" title=\"{}\">{}</span></td>\
+         <td class=\"mono\">{}{library}</td><td class=\"mono\">{}</td>\
+         <td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+        trend.as_str(),
+        if s.key.own { "" } else { " library" },
+        escape(&why),
+        trend.as_str(),
+        escape(&site.function),
+        escape(&at),
+        growth,
+        format_value(s.last() as i64, "bytes"),
+        sparkline(&points, &[], 140, 24)
+    );
 }
 
-fn serde_trend(t: Trend) -> &'static str {
-    match t {
-        Trend::GrowingLinearly => "growing_linearly",
-        Trend::Saturating => "saturating",
-        Trend::Stable => "stable",
-        Trend::Freed => "freed",
+fn suspects_table(heaps: &[HeapSnapshot]) -> String {
+    if heaps.len() < 3 {
+        return format!(
+            "<p class=\"muted\" id=\"suspects\">Leak suspects need 3 heap snapshots of this target; it has {}.</p>",
+            heaps.len()
+        );
     }
+    let suspects = leak_suspects(heaps, &SuspectOptions::default());
+    let mut out = format!(
+        "<table id=\"suspects\"><tr><th>trend</th><th>function</th><th>file:line</th><th>growth / min</th><th>in use</th><th>over {} snapshots, {}</th></tr>",
+        suspects.snapshots,
+        escape(&human_span(suspects.span_secs))
+    );
+    for s in suspects
+        .own()
+        .take(OWN_ROWS)
+        .chain(suspects.library().take(LIBRARY_ROWS))
+    {
+        suspect_row(&mut out, s);
+    }
+    out.push_str("</table>");
+    let _ = write!(
+        out,
+        "<p class=\"muted\" id=\"leakscope-own\">leakscope's own: {} in use (its allocations are no suspect)</p>",
+        format_value(suspects.leakscope_bytes as i64, "bytes")
+    );
+    out
 }
 
 pub(super) fn target(prefix: &str, source: &dyn Source, name: &str) -> Result<String, PageError> {
@@ -305,7 +344,7 @@ pub(super) fn target(prefix: &str, source: &dyn Source, name: &str) -> Result<St
         ))
     );
     body.push_str("<h2>Leak suspects</h2>");
-    let heaps = recent_heaps(source, &t, SUSPECT_SNAPSHOTS * 2);
+    let heaps = recent_heaps(source, &t);
     body.push_str(&suspects_table(&heaps));
     let markers: Vec<Marker> = t
         .alerts
@@ -325,13 +364,7 @@ pub(super) fn target(prefix: &str, source: &dyn Source, name: &str) -> Result<St
         .collect();
     body.push_str("<h2>Timeline</h2><div class=\"row\" id=\"timeline\">");
     if heaps.len() >= 2 {
-        let points: Vec<(f64, f64)> = heaps
-            .iter()
-            .filter_map(|(t, p)| {
-                let f = fold(p, &FoldOptions::default().with_sample_type("inuse_space")).ok()?;
-                Some((*t, f.total() as f64))
-            })
-            .collect();
+        let points: Vec<(f64, f64)> = heaps.iter().map(|s| (s.t, total_in_use(s))).collect();
         let _ = write!(
             body,
             "<div class=\"card\">{}</div>",
@@ -388,18 +421,8 @@ pub(super) fn target(prefix: &str, source: &dyn Source, name: &str) -> Result<St
         body.push_str("</div>");
     }
     if !t.alerts.is_empty() {
-        body.push_str("<h2>Alerts</h2><table><tr><th>time (UTC)</th><th>rule</th><th>to</th><th>message</th></tr>");
-        for a in t.alerts.iter().rev() {
-            let _ = write!(
-                body,
-                "<tr><td class=\"mono\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                when(a.at),
-                escape(&a.rule),
-                badge(&a.to),
-                escape(&a.message)
-            );
-        }
-        body.push_str("</table>");
+        body.push_str("<h2>Alerts</h2>");
+        body.push_str(&alerts_table(prefix, &t.alerts));
     }
     body.push_str("<h2>Snapshots: pick two to diff</h2>");
     body.push_str(&snapshot_picker(
@@ -430,7 +453,11 @@ pub(super) fn type_nav(
 }
 
 /// A search box that highlights matching frames in every flamegraph frame
-/// of the page (inferno's `search`), and the script behind it.
+/// of the page (inferno's `search`), and the script behind it; the script
+/// also scrolls each flamegraph frame to its bottom once loaded, where the
+/// root and the widest frames are (the narrow towers are above). An
+/// iframe's `load` does not reach `window`, so it is caught on `document`
+/// while capturing.
 pub(super) fn search_box() -> &'static str {
     "<p><input type=\"search\" id=\"search\" placeholder=\"search frames (regex)\"> \
      <span class=\"muted\">click a frame to zoom; hover for details</span></p>\
@@ -444,6 +471,14 @@ pub(super) fn search_box() -> &'static str {
          if (term) { try { w.search(term); } catch (err) {} }\
        });\
      });\
+     document.addEventListener('load', function (e) {\
+       var f = e.target;\
+       if (!f || f.tagName != 'IFRAME' || !f.classList.contains('flame')) return;\
+       try {\
+         var d = f.contentDocument;\
+         f.contentWindow.scrollTo(0, d.documentElement.scrollHeight);\
+       } catch (err) {}\
+     }, true);\
      </script>"
 }
 
@@ -557,12 +592,125 @@ pub(super) fn profile_svg(
 
 #[cfg(test)]
 mod tests {
-    use super::when;
+    use super::*;
+    use crate::web::AlertView;
+    use leakscope_agent::explain::{Confidence, Finding};
 
     #[test]
     fn dates_are_utc_civil() {
         assert_eq!(when(0.0), "1970-01-01 00:00:00");
         assert_eq!(when(951_782_400.0), "2000-02-29 00:00:00");
         assert_eq!(when(1_795_439_476.9), "2026-11-23 13:11:16");
+    }
+
+    const MIB: f64 = 1024.0 * 1024.0;
+
+    /// One target whose reduced heap snapshots are at hand, with an alert
+    /// that names its leak.
+    struct Reduced;
+
+    impl Source for Reduced {
+        fn title(&self) -> String {
+            "test".into()
+        }
+        fn targets(&self) -> Vec<TargetView> {
+            let mut finding = Finding::unknown("heap", "bytes", "");
+            finding.summary = "heap: growing at Store<K>::remember".into();
+            finding.confidence = Confidence::Clear;
+            vec![TargetView {
+                name: "orders".into(),
+                alerts: vec![AlertView {
+                    at: 1_700_000_600.0,
+                    rule: "heap_growth".into(),
+                    to: "warning".into(),
+                    message: "heap grew".into(),
+                    finding: Some(finding),
+                }],
+                ..TargetView::default()
+            }]
+        }
+        fn snapshots(&self, _: Option<&str>) -> Vec<SnapshotView> {
+            Vec::new()
+        }
+        fn load(&self, id: &str) -> Result<Profile, String> {
+            Err(format!(
+                "{id}: the pages must not load profiles of this source"
+            ))
+        }
+        fn heap_sites(&self, _: &str) -> Option<Vec<HeapSnapshot>> {
+            let app = "/srv/orders/src/store.rs";
+            let std = "/rustc/1/library/alloc/src/raw_vec.rs";
+            let hyper = "/root/.cargo/registry/src/x/hyper-1.0.0/src/io.rs";
+            Some(
+                (0..10)
+                    .map(|i| {
+                        let i = f64::from(i);
+                        let mut s = HeapSnapshot {
+                            t: 1_700_000_000.0 + 60.0 * i,
+                            period: 512.0 * 1024.0,
+                            ..HeapSnapshot::default()
+                        };
+                        let leak = 10.0 * MIB * (i + 1.0);
+                        let cache = 32.0 * MIB * i.min(2.0);
+                        let grow = ("alloc::raw_vec::finish_grow", std, 1);
+                        s.add(&[grow, ("orders::Store<K>::remember", app, 42)], leak, leak);
+                        s.add(&[grow, ("orders::cache::put", app, 9)], cache, cache);
+                        s.add(&[("hyper::io::Buffered::new", hyper, 5)], MIB, MIB);
+                        let enc = "leakscope_agent::profile::Profile::encode_gzip";
+                        s.add(
+                            &[grow, (enc, "/w/agent/src/model.rs", 1)],
+                            3.0 * MIB,
+                            3.0 * MIB,
+                        );
+                        s
+                    })
+                    .collect(),
+            )
+        }
+    }
+
+    #[test]
+    fn the_target_page_ranks_suspects_by_the_shared_analysis_and_shows_the_finding() {
+        let html = target("/ui", &Reduced, "orders").expect("page");
+        let table = &html[html
+            .find("<table id=\"suspects\">")
+            .expect("suspects table")..];
+        let table = &table[..table.find("</table>").expect("end")];
+        let rows: Vec<&str> = table.split("<tr class=\"suspect-").skip(1).collect();
+        assert_eq!(rows.len(), 3, "{table}");
+        assert!(rows[0].starts_with("growing\""), "{}", rows[0]);
+        assert!(
+            rows[0].contains("orders::Store&lt;K&gt;::remember"),
+            "{}",
+            rows[0]
+        );
+        assert!(
+            rows[0].contains("/srv/orders/src/store.rs:42"),
+            "{}",
+            rows[0]
+        );
+        assert!(rows[1].starts_with("saturating\""), "{}", rows[1]);
+        assert!(rows[1].contains("orders::cache::put"), "{}", rows[1]);
+        // The library-only site comes last, marked.
+        assert!(rows[2].starts_with("stable library\""), "{}", rows[2]);
+        assert!(rows[2].contains("library only"), "{}", rows[2]);
+        // leakscope's own allocations are one line, no row.
+        assert!(!table.contains("leakscope_agent"), "{table}");
+        assert!(html.contains("leakscope's own: 3.0 MiB in use"), "{html}");
+        // The heap chart adds them all up: 100 + 64 + 1 + 3 MiB at the end.
+        assert!(html.contains("heap in use (snapshots)"), "{html}");
+        assert!(html.contains("168.0 MiB"), "{html}");
+        // The alert and its finding.
+        assert!(
+            html.contains("heap: growing at Store&lt;K&gt;::remember"),
+            "{html}"
+        );
+        assert!(html.contains("conf-clear"), "{html}");
+        let index = index("/ui", &Reduced);
+        assert!(index.contains("<td class=\"latest-finding\">"), "{index}");
+        assert!(
+            index.contains("heap: growing at Store&lt;K&gt;::remember"),
+            "{index}"
+        );
     }
 }
