@@ -345,15 +345,7 @@ impl Source for AgentSource {
             && let Some(e) = &self.parts.evidence
         {
             use leakscope_agent::watch::evidence::HeapRing;
-            let copy = e.with_ring(|r| {
-                let mut copy = HeapRing::new(r.len());
-                for s in r.snapshots() {
-                    if let Some(counts) = r.counts(s.seq) {
-                        copy.push(&counts);
-                    }
-                }
-                copy
-            });
+            let copy = e.with_ring(HeapRing::clone);
             return Some(copy.reduce(leakscope_agent::symbolize::Symbolizer::global()));
         }
         let _ = target;

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use leakscope_agent::explain::frames::own_frame;
 use leakscope_agent::profile::{Function, Line, Location, Profile, Sample};
 
 /// Options of [`rank_growth`].
@@ -14,9 +15,11 @@ pub struct DiffOptions {
     /// Sample type to compare, e.g. `inuse_space`; `None` takes the
     /// profile's default (or its last sample type, as pprof does).
     pub sample_type: Option<String>,
-    /// Name a site by the first frame, from the leaf up, that is not in the
-    /// Rust standard library (files under `/rustc/`): the code that asked
-    /// for the memory rather than `Vec`'s plumbing inlined into it.
+    /// Name a site by the first frame, from the leaf up, of the program's
+    /// own code (not the standard library, a dependency such as tokio, or
+    /// leakscope), else the first not in the standard library: the code
+    /// that asked for the memory, or runs the thread, rather than `Vec`'s
+    /// plumbing or a futex wait.
     pub skip_std: bool,
     /// Scale the base to the new profile's total before comparing, so that
     /// a profile that is simply bigger (more load) shows no growth.
@@ -165,13 +168,21 @@ impl<'p> Resolver<'p> {
 pub(crate) type Site = (String, String, i64);
 
 /// The site `frames` (from the leaf up) are charged to: the leaf, or with
-/// `skip_std` the first frame not in a `/rustc/` file (the leaf when all
-/// are); `<unknown>` without frames.
-fn site_of<'p>(mut frames: impl Iterator<Item = RawFrame<'p>> + Clone, skip_std: bool) -> Site {
+/// `skip_std` the first frame of the program's own code (not the standard
+/// library, a dependency or leakscope: `explain::frames::own_frame`, the
+/// rule alerts name leaks by), else the first frame not in a `/rustc/`
+/// file, else the leaf; `<unknown>` without frames.
+fn site_of<'p>(frames: impl Iterator<Item = RawFrame<'p>> + Clone, skip_std: bool) -> Site {
     let leaf = frames.clone().next();
     let chosen = if skip_std {
-        frames
-            .find(|(_, file, _)| !file.starts_with("/rustc/"))
+        let all: Vec<RawFrame<'p>> = frames.collect();
+        own_frame(all.iter().map(|(f, file, _)| (*f, *file)))
+            .map(|i| all[i])
+            .or_else(|| {
+                all.iter()
+                    .copied()
+                    .find(|(_, file, _)| !file.starts_with("/rustc/"))
+            })
             .or(leaf)
     } else {
         leaf
@@ -316,6 +327,35 @@ mod tests {
         };
         let ranked = rank_growth(&empty, &p, &raw).expect("rank");
         assert_eq!(ranked[0].function, "alloc::vec::from_elem");
+    }
+
+    #[test]
+    fn dependencies_are_skipped_too_when_naming_a_site() {
+        // A thread parked in a futex, through tokio, in the app's closure.
+        let mut b = ProfileBuilder::inuse();
+        let loc = b.location(
+            0x1000,
+            &[
+                ("syscall", "", 0),
+                (
+                    "std::sys::futex::futex_wait",
+                    "/rustc/abc/library/std/src/sys/futex.rs",
+                    9,
+                ),
+                (
+                    "tokio::runtime::park::Inner::park",
+                    "/root/.cargo/registry/src/x/tokio-1.54.1/src/runtime/park.rs",
+                    70,
+                ),
+                ("my::worker::{{closure}}", FILE, 42),
+            ],
+        );
+        let p = b.sample(&[loc], &[3]).build();
+        let ranked = rank_growth(&profile(&[]), &p, &DiffOptions::default()).expect("rank");
+        assert_eq!(
+            (ranked[0].function.as_str(), ranked[0].line),
+            ("my::worker::{{closure}}", 42)
+        );
     }
 
     #[test]

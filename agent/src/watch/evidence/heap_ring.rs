@@ -29,8 +29,9 @@ pub struct RingSnapshot {
     values: Vec<(u32, HeapValues)>,
 }
 
-/// The ring.
-#[derive(Debug)]
+/// The ring. Cloning it is cheap (stacks are shared): take a copy under a
+/// lock, then reduce it after letting go.
+#[derive(Debug, Clone)]
 pub struct HeapRing {
     capacity: usize,
     stacks: Vec<Arc<[u64]>>,
