@@ -36,6 +36,18 @@ pub struct Frame {
     pub line: u32,
 }
 
+/// True for a source file of the standard library or of a dependency from
+/// a registry: a frame that is not the program's own code. Paths relative
+/// to the workspace (`src/jobs.rs`, `agent/src/...`) are the program's own.
+pub fn is_library_file(file: &str) -> bool {
+    file.is_empty()
+        || file.starts_with("/rustc/")
+        || file.contains("/.cargo/registry/")
+        || file.contains("/cargo/registry/")
+        || file.starts_with("/rust/deps/")
+        || file.contains("/rustlib/")
+}
+
 /// What one address resolved to.
 #[derive(Debug, Clone)]
 pub struct Resolved {
