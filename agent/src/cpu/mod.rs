@@ -36,7 +36,7 @@ mod sampler;
 #[cfg(test)]
 mod tests;
 mod timers;
-mod unwind;
+pub(crate) mod unwind;
 
 use std::collections::HashMap;
 use std::sync::Arc;
