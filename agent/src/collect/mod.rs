@@ -10,7 +10,6 @@ pub mod cpu;
 #[cfg(feature = "heap")]
 pub mod heap;
 
-#[cfg(any(feature = "cpu", feature = "heap"))]
 /// Nanoseconds since the Unix epoch of `t` (0 before 1970).
 pub(crate) fn unix_nanos(t: std::time::SystemTime) -> i64 {
     t.duration_since(std::time::UNIX_EPOCH)
