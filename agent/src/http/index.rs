@@ -28,6 +28,9 @@ struct Entry {
 /// what it shows.
 pub(crate) async fn index(State(state): State<HttpState>) -> Response {
     let heap_count = state.heavy(heap_stack_count).await.ok().flatten();
+    let tasks_count = tokio::runtime::Handle::try_current()
+        .ok()
+        .map(|h| h.metrics().num_alive_tasks());
     let entries = [
         Entry {
             name: "allocs",
@@ -38,6 +41,11 @@ pub(crate) async fn index(State(state): State<HttpState>) -> Response {
             name: "cmdline",
             count: None,
             about: "The command line of this process, arguments separated by NUL bytes.",
+        },
+        Entry {
+            name: "goroutine",
+            count: tasks_count,
+            about: "The tasks profile under Go's name, for tools that scrape Go services (?debug=1 starts with goroutine profile: total N).",
         },
         Entry {
             name: "heap",
@@ -53,6 +61,11 @@ pub(crate) async fn index(State(state): State<HttpState>) -> Response {
             name: "symbol",
             count: None,
             about: "Resolves program counters to function names (Go's symbol protocol), for pprof clients.",
+        },
+        Entry {
+            name: "tasks",
+            count: tasks_count,
+            about: "Live tokio tasks by spawn site (file:line and the spawning function), with --cfg tokio_unstable and leakscope_agent::tasks::install_hooks; otherwise only their count. ?debug=2 gives one block per site.",
         },
     ];
     let mut rows = String::new();

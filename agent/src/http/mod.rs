@@ -10,6 +10,7 @@ mod error;
 mod index;
 mod metrics;
 mod pprof;
+mod tasks;
 mod watch;
 
 use std::sync::Arc;

@@ -1,5 +1,6 @@
 //! Handlers for the named profiles: `profile` (CPU), `heap`, `allocs`,
-//! `cmdline` and `symbol`. Each mirrors its Go counterpart's parameters,
+//! `cmdline` and `symbol` (and the dispatch to `tasks`/`goroutine`, in
+//! `http::tasks`). Each mirrors its Go counterpart's parameters,
 //! validation order, status codes and messages.
 
 #![cfg_attr(
@@ -31,13 +32,14 @@ pub(crate) async fn named(
         "heap" | "allocs" => heap_profile(&state, &name, query).await,
         "cmdline" => Ok(cmdline()),
         "symbol" => symbol(&state, method, query, body).await,
+        "tasks" | "goroutine" => super::tasks::tasks_profile(&state, &name, query).await,
         _ => Err(GoError::not_found("Unknown profile")),
     };
     nosniff(res.unwrap_or_else(IntoResponse::into_response))
 }
 
 /// Go's `seconds` check for delta profiles: a positive integer.
-fn delta_seconds(raw: &str) -> Result<u64, GoError> {
+pub(super) fn delta_seconds(raw: &str) -> Result<u64, GoError> {
     match raw.parse::<i64>() {
         Ok(s) if s > 0 => Ok(s as u64),
         _ => Err(GoError::bad_request(
