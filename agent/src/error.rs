@@ -192,6 +192,14 @@ pub enum Error {
         message: String,
     },
 
+    /// No task dump can be taken here (feature `taskdump`); the tasks
+    /// profile is served without parked-at frames.
+    #[error("no tokio task dump: {reason}")]
+    TaskDumpUnavailable {
+        /// Why, and what would allow one.
+        reason: &'static str,
+    },
+
     /// A builder setting is out of range.
     #[error("invalid setting `{setting}`: {message}")]
     Config {

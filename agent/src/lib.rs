@@ -35,6 +35,7 @@
 //! | `cpu`    | yes     | `/debug/pprof/profile`: a SIGPROF sampler unwinding by frame pointers; `/debug/pprof/threads`: every thread's stack, by the same unwinder |
 //! | `heap`   | yes     | `/debug/pprof/heap`, `/allocs`: jemalloc's sampling heap profiler |
 //! | `server` | yes     | the axum routes and the listener |
+//! | `taskdump` | no    | task dumps in `/debug/pprof/tasks` (with `--cfg tokio_unstable`, current-thread runtimes; see [`tasks`]) |
 //!
 //! ## Safety for the service
 //!
@@ -63,6 +64,7 @@ pub mod profile;
 pub mod resource;
 pub mod store;
 pub mod symbolize;
+pub mod tasks;
 #[cfg(feature = "cpu")]
 pub mod threads;
 pub mod watch;

@@ -230,15 +230,9 @@ async fn read_counts(t: &TargetState, source: &mut CountSource) {
             .await
         {
             Ok(r) => {
-                let text = r.text();
-                let n = text
-                    .lines()
-                    .next()
-                    .and_then(|l| l.strip_prefix("goroutine profile: total "))
-                    .and_then(|n| n.trim().parse::<f64>().ok());
-                if let Some(n) = n {
+                if let Some((name, n)) = goroutine_count(&r.text()) {
                     *source = CountSource::Goroutines;
-                    set_count(t, "goroutines", n);
+                    set_count(t, name, n);
                     return;
                 }
                 if *source == CountSource::Unknown {
@@ -263,6 +257,25 @@ async fn read_counts(t: &TargetState, source: &mut CountSource) {
             None => *source = CountSource::None,
         }
     }
+}
+
+/// The count of a `goroutine?debug=1` answer and its name: `goroutines`
+/// from Go, `tokio_tasks` from a leakscope agent (which serves its tasks
+/// profile under Go's name too, with `# leakscope:` comment lines).
+fn goroutine_count(text: &str) -> Option<(&'static str, f64)> {
+    let n = text
+        .lines()
+        .next()?
+        .strip_prefix("goroutine profile: total ")?
+        .trim()
+        .parse::<f64>()
+        .ok()?;
+    let name = if text.contains("\n# leakscope: ") {
+        "tokio_tasks"
+    } else {
+        "goroutines"
+    };
+    Some((name, n))
 }
 
 fn set_count(t: &TargetState, name: &'static str, value: f64) {
@@ -350,5 +363,18 @@ async fn next(i: &mut Option<tokio::time::Interval>) {
             i.tick().await;
         }
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn goroutine_counts_are_named_for_their_source() {
+        let go = "goroutine profile: total 12\n5 @ 0x1 0x2\n#\t0x1\tmain.park+0x1\tmain.go:4\n\n";
+        assert_eq!(super::goroutine_count(go), Some(("goroutines", 12.0)));
+        let agent = "goroutine profile: total 7\n7 @\n#\t0x0\t<tokio tasks: ...>\n\n\
+                     # leakscope: the runtime asked has 7 alive tasks\n";
+        assert_eq!(super::goroutine_count(agent), Some(("tokio_tasks", 7.0)));
+        assert_eq!(super::goroutine_count("404 page not found\n"), None);
     }
 }

@@ -71,12 +71,7 @@ impl Kind {
 /// True for a file of the standard library or of a dependency: a frame
 /// that is not the program's own code.
 pub fn is_library_file(file: &str) -> bool {
-    file.is_empty()
-        || file.starts_with("/rustc/")
-        || file.contains("/.cargo/registry/")
-        || file.contains("/cargo/registry/")
-        || file.starts_with("/rust/deps/")
-        || file.contains("/rustlib/")
+    leakscope_agent::explain::frames::is_library_file(file)
 }
 
 /// Index (root first) of the first frame from the leaf in the program's

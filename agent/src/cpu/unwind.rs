@@ -237,23 +237,13 @@ pub(crate) unsafe fn walk(regs: &Regs, maps: &ExecMaps, out: &mut [u64; MAX_DEPT
     let fp_ok =
         regs.fp.is_multiple_of(8) && regs.fp >= regs.sp && regs.fp - regs.sp < FIRST_FP_LIMIT;
     // Reserve out[1] for the heuristic caller; the chain goes to out[2..].
-    let mut n = 2;
-    let mut fp = regs.fp;
-    while fp_ok && n < MAX_DEPTH {
-        // SAFETY: fp passed the bounds above, so fp..fp+16 is on the stack.
-        let next = unsafe { read_u64(fp) };
-        // SAFETY: as above.
-        let ret = unsafe { read_u64(fp + 8) };
-        if ret == 0 || !maps.plausible_ret(ret) {
-            break;
-        }
-        out[n] = ret;
-        n += 1;
-        if next == 0 || !next.is_multiple_of(8) || next <= fp || next - fp >= STEP_LIMIT {
-            break;
-        }
-        fp = next;
-    }
+    let n = if fp_ok {
+        // SAFETY: fp passed the bounds above; each next frame is checked by
+        // `follow_chain` before it is read.
+        2 + unsafe { follow_chain(regs.fp, u64::MAX, maps, &mut out[2..]) }
+    } else {
+        2
+    };
     let first_ret = if n > 2 { Some(out[2]) } else { None };
     // SAFETY: same thread, registers from its ucontext.
     let caller = unsafe { leaf_caller(regs, maps, fp_ok) };
@@ -267,6 +257,65 @@ pub(crate) unsafe fn walk(regs: &Regs, maps: &ExecMaps, out: &mut [u64; MAX_DEPT
             n - 1
         }
     }
+}
+
+/// Follows the frame-pointer chain from `fp`, writing each return address
+/// into `out` (in order, callee first) until `out` is full or a check fails:
+/// every return address non-zero (and in a known executable mapping when the
+/// table is complete), every next frame pointer 8-byte aligned, strictly
+/// above the previous one and less than 1 MiB from it, and every frame
+/// (`fp..fp+16`) below `top`. Returns how many addresses were written.
+///
+/// # Safety
+/// `fp..fp+16` must be readable; so must every frame of the chain that
+/// passes the checks (callers bound it with `top`, or rely on the thread's
+/// stack being mapped for 1 MiB steps above a valid frame).
+unsafe fn follow_chain(mut fp: u64, top: u64, maps: &ExecMaps, out: &mut [u64]) -> usize {
+    let mut n = 0;
+    while n < out.len() && fp.checked_add(16).is_some_and(|end| end <= top) {
+        // SAFETY: guaranteed by the caller for the first frame, and by the
+        // checks below (and `top`) for every next one.
+        let next = unsafe { read_u64(fp) };
+        // SAFETY: as above.
+        let ret = unsafe { read_u64(fp + 8) };
+        if ret == 0 || !maps.plausible_ret(ret) {
+            break;
+        }
+        out[n] = ret;
+        n += 1;
+        if next == 0 || !next.is_multiple_of(8) || next <= fp || next - fp >= STEP_LIMIT {
+            break;
+        }
+        fp = next;
+    }
+    n
+}
+
+/// Walks the calling thread's own frame-pointer chain from `fp` (a frame
+/// pointer of a function still running on this thread) into `out`: the
+/// return addresses of the callers, innermost first. Outside a signal
+/// handler, so stricter than [`walk`]: every frame must lie between `sp` and
+/// `stack_top`, the live part of this thread's stack, which keeps every read
+/// inside memory that is mapped even when `fp` is not a frame pointer at all
+/// (code built without them). Returns how many addresses were written.
+///
+/// # Safety
+/// `sp..stack_top` must be the live, mapped part of the calling thread's
+/// stack (`sp` at or below the caller's current stack pointer).
+#[cfg_attr(not(all(tokio_unstable, feature = "server")), allow(dead_code))]
+pub(crate) unsafe fn walk_own_stack(
+    fp: u64,
+    sp: u64,
+    stack_top: u64,
+    maps: &ExecMaps,
+    out: &mut [u64],
+) -> usize {
+    if !fp.is_multiple_of(8) || fp < sp || fp >= stack_top {
+        return 0;
+    }
+    // SAFETY: fp..fp+16 is checked against `stack_top` inside, and every
+    // frame lies in sp..stack_top, which the caller guarantees is mapped.
+    unsafe { follow_chain(fp, stack_top, maps, out) }
 }
 
 /// The leaf heuristic (see the module documentation) on x86_64.

@@ -31,6 +31,9 @@ pub(crate) async fn index(State(state): State<HttpState>) -> Response {
         .heavy(|| (heap_stack_count(), thread_count(), open_fd_count()))
         .await
         .unwrap_or((None, None, None));
+    let tasks_count = tokio::runtime::Handle::try_current()
+        .ok()
+        .map(|h| h.metrics().num_alive_tasks());
     let entries = [
         Entry {
             name: "allocs",
@@ -48,6 +51,11 @@ pub(crate) async fn index(State(state): State<HttpState>) -> Response {
             about: "Open file descriptors grouped by what they are: files by path, TCP by state and peer (inbound by listening port), unix sockets, pipes, ... debug=2 lists every fd.",
         },
         Entry {
+            name: "goroutine",
+            count: tasks_count,
+            about: "The tasks profile under Go's name, for tools that scrape Go services (?debug=1 starts with goroutine profile: total N).",
+        },
+        Entry {
             name: "heap",
             count: heap_count,
             about: "Memory in use now, sampled by jemalloc, by allocating call stack. Add ?seconds=N for what changed over N seconds.",
@@ -61,6 +69,11 @@ pub(crate) async fn index(State(state): State<HttpState>) -> Response {
             name: "symbol",
             count: None,
             about: "Resolves program counters to function names (Go's symbol protocol), for pprof clients.",
+        },
+        Entry {
+            name: "tasks",
+            count: tasks_count,
+            about: "Live tokio tasks by spawn site (file:line and the spawning function), with --cfg tokio_unstable and leakscope_agent::tasks::install_hooks; otherwise only their count. ?debug=2 gives one block per site.",
         },
         Entry {
             name: "threads",

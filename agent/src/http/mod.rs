@@ -11,6 +11,7 @@ mod fds;
 mod index;
 mod metrics;
 mod pprof;
+mod tasks;
 mod watch;
 
 use std::sync::Arc;

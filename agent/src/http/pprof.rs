@@ -1,7 +1,8 @@
 //! Handlers for the named profiles: `profile` (CPU), `heap`, `allocs`,
 //! `threads`, `cmdline` and `symbol`, and the dispatch to `fds` (in
-//! `http::fds`). Each mirrors its Go counterpart's parameters, validation
-//! order, status codes and messages.
+//! `http::fds`) and `tasks`/`goroutine` (in `http::tasks`). Each mirrors
+//! its Go counterpart's parameters, validation order, status codes and
+//! messages.
 
 #![cfg_attr(
     not(all(feature = "cpu", feature = "heap")),
@@ -34,6 +35,7 @@ pub(crate) async fn named(
         "cmdline" => Ok(cmdline()),
         "fds" => super::fds::fds_profile(&state, query).await,
         "symbol" => symbol(&state, method, query, body).await,
+        "tasks" | "goroutine" => super::tasks::tasks_profile(&state, &name, query).await,
         _ => Err(GoError::not_found("Unknown profile")),
     };
     nosniff(res.unwrap_or_else(IntoResponse::into_response))

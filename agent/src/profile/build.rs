@@ -281,9 +281,12 @@ impl Builder {
             return id;
         }
         let id = self.profile.location.len() as u64 + 1;
+        // No system name: pprof clients take a function whose system name
+        // equals its name for not yet demangled and "simplify" it, cutting
+        // everything inside `<...>` and `(...)` (all of `<tokio tasks: ...>`).
         let frame = Frame {
             name: Arc::from(f.name.as_str()),
-            system_name: Arc::from(f.name.as_str()),
+            system_name: Arc::from(""),
             file: f.file.as_deref().map(Arc::from),
             line: f.line,
         };
@@ -399,6 +402,12 @@ mod tests {
         assert_eq!(name_of(first[0]).0, what.name);
         assert_eq!(name_of(first[1]).0, "tcp");
         assert_eq!(p.sample[0].location_id[1], p.sample[1].location_id[1]);
+        assert!(
+            p.function
+                .iter()
+                .all(|f| p.string(f.system_name).is_empty()),
+            "no system name, so pprof does not demangle the names"
+        );
         assert_eq!(
             name_of(p.sample[1].location_id[0]),
             ("spawned at".to_owned(), "src/jobs.rs".to_owned(), 42)
