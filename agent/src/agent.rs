@@ -75,6 +75,7 @@ fn start_watch(
     evidence_every: std::time::Duration,
 ) -> Result<WatchParts> {
     let handle = tokio::runtime::Handle::try_current().ok();
+    let runtime = handle.clone();
     let extra: ExtraMetrics = Box::new(move || {
         let mut values = Vec::new();
         if let Some(h) = &handle {
@@ -90,6 +91,9 @@ fn start_watch(
     let mut evidence = Evidence::new(Target::SelfProcess, evidence_every);
     if let Some(path) = viewer {
         evidence = evidence.with_viewer(path);
+    }
+    if let Some(h) = runtime {
+        evidence = evidence.with_runtime(h);
     }
     if let Some(store) = store {
         evidence = evidence.with_store(store, process_name());

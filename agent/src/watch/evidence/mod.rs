@@ -21,8 +21,13 @@
 //!   evidence period while the fd rules are `Ok`, compared with one
 //!   taken when an fd rule fires.
 //!
+//! - for tokio tasks (given the runtime, [`Evidence::with_runtime`]), a
+//!   tasks profile (live tasks by spawn site, with tokio's hooks) taken
+//!   every evidence period while the task rules are `Ok`.
+//!
 //! As a [`WatchHook`] it answers [`WatchHook::explain`] with a [`Finding`]
-//! for the rules on the heap (`heap_bytes`, `rss_bytes`), threads and fds;
+//! for the rules on the heap (`heap_bytes`, `rss_bytes`), threads, fds and
+//! tasks;
 //! the profiles a finding compares are kept (the last few) for the viewer,
 //! as `KIND-base-N` and `KIND-new-N`.
 
@@ -81,6 +86,8 @@ struct State {
     thread_tids: Option<(Instant, HashSet<u32>)>,
     /// The fds profile taken while the fd rules were last `Ok`.
     fds_base: Option<(Instant, Profile)>,
+    /// The tasks profile taken while the task rules were last `Ok`.
+    tasks_base: Option<(Instant, Profile)>,
     /// Profiles compared by recent findings, newest last.
     kept: VecDeque<KeptProfile>,
     findings: u64,
@@ -104,6 +111,8 @@ pub struct Evidence {
     target: Target,
     baseline_every: Duration,
     viewer: Option<String>,
+    #[cfg(feature = "server")]
+    runtime: Option<tokio::runtime::Handle>,
     state: Mutex<State>,
     /// Hands captures to the thread that writes them to the store.
     persist: Option<std::sync::mpsc::SyncSender<Arc<Capture>>>,
@@ -139,6 +148,8 @@ impl Evidence {
             target,
             baseline_every,
             viewer: None,
+            #[cfg(feature = "server")]
+            runtime: None,
             state: Mutex::new(State {
                 baseline: None,
                 breach: None,
@@ -149,6 +160,7 @@ impl Evidence {
                 last_ring: None,
                 thread_tids: None,
                 fds_base: None,
+                tasks_base: None,
                 kept: VecDeque::new(),
                 findings: 0,
             }),
@@ -161,6 +173,16 @@ impl Evidence {
     #[must_use]
     pub fn with_viewer(mut self, path: impl Into<String>) -> Evidence {
         self.viewer = Some(path.into());
+        self
+    }
+
+    /// The tokio runtime whose tasks a task rule is about (the agent's own
+    /// runtime): its tasks profile names the spawn sites of the tasks that
+    /// grew.
+    #[cfg(feature = "server")]
+    #[must_use]
+    pub fn with_runtime(mut self, handle: tokio::runtime::Handle) -> Evidence {
+        self.runtime = Some(handle);
         self
     }
 
@@ -327,6 +349,50 @@ impl Evidence {
         f
     }
 
+    /// The tasks finding: the spawn sites of the tasks that grew, against
+    /// the last healthy tasks profile.
+    #[cfg(feature = "server")]
+    fn tasks_finding(&self) -> Option<Finding> {
+        use crate::explain::counts::{counted, finding, total};
+        let handle = self.runtime.as_ref()?;
+        let base = self.lock().tasks_base.as_ref().map(|(_, p)| p.clone());
+        let new = crate::tasks::capture_profile(handle);
+        let Some(base) = base else {
+            return Some(Finding::unknown(
+                "tasks",
+                "tasks",
+                "no healthy tasks profile to compare with (the rule fired before one was taken)",
+            ));
+        };
+        let (b, n) = (counted(&base), counted(&new));
+        let mut f = if crate::tasks::hooks_installed() {
+            finding(
+                "tasks",
+                "tasks",
+                &b,
+                &n,
+                "the tasks that grew were spawned from library code only",
+            )
+        } else {
+            let mut f = Finding::unknown(
+                "tasks",
+                "tasks",
+                format!(
+                    "tokio tasks {} -> {} ({:+}): spawn sites unknown; tokio records them only in \
+                     services built with --cfg tokio_unstable whose runtime is built with \
+                     leakscope_agent::tasks::install_hooks",
+                    total(&b),
+                    total(&n),
+                    total(&n) - total(&b)
+                ),
+            );
+            f.groups = crate::explain::counts::grown(&b, &n);
+            f
+        };
+        self.keep("tasks", "tasks", base, new, &mut f);
+        Some(f)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -428,6 +494,20 @@ impl WatchHook for Evidence {
                 self.lock().thread_tids = Some((Instant::now(), tids));
             }
         }
+        #[cfg(feature = "server")]
+        if let Some(handle) = &self.runtime
+            && levels.ok_for(&["tokio_tasks"])
+        {
+            let due = self
+                .lock()
+                .tasks_base
+                .as_ref()
+                .is_none_or(|(t, _)| t.elapsed() >= self.baseline_every);
+            if due {
+                let p = crate::tasks::capture_profile(handle);
+                self.lock().tasks_base = Some((Instant::now(), p));
+            }
+        }
         if levels.ok_for(&["open_fds"]) {
             let due = self
                 .lock()
@@ -469,6 +549,8 @@ impl WatchHook for Evidence {
             #[cfg(feature = "cpu")]
             "threads" if self.target == Target::SelfProcess => Some(self.threads_finding()),
             "fds" => Some(self.fds_finding()),
+            #[cfg(feature = "server")]
+            "tasks" => self.tasks_finding(),
             _ => {
                 let _ = sample;
                 None
