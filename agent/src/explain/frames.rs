@@ -10,11 +10,13 @@
 //! service's: a stack with any such frame is the agent's.
 
 /// True for a file of a library: Rust's standard library (`/rustc/...`),
-/// a crate from a registry or a git checkout, a vendored crate, Go module
-/// sources (`/pkg/mod/`); and for no file at all (code without debug info,
-/// pseudo frames).
+/// a crate from a registry or a git checkout, code a build script generated
+/// or compiled (`target/*/build/PKG-HASH/out/`: jemalloc's C sources, for
+/// one), Go module sources (`/pkg/mod/`); and for no file at all (code
+/// without debug info, pseudo frames).
 pub fn is_library_file(file: &str) -> bool {
     file.is_empty()
+        || (file.contains("/build/") && file.contains("/out/"))
         || file.starts_with("/rustc/")
         || file.contains("/.cargo/registry/")
         || file.contains("/cargo/registry/")
@@ -60,12 +62,10 @@ pub fn is_agent_function(name: &str) -> bool {
     AGENT_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
-/// True for a frame of library code, by file and name.
+/// True for a frame of library code, by file and name (a Go standard
+/// function is one whatever its file: `runtime.goexit` is in assembly).
 pub fn is_library_frame(function: &str, file: &str) -> bool {
-    if is_library_file(file) {
-        return true;
-    }
-    file.ends_with(".go") && is_go_std_function(function)
+    is_library_file(file) || is_go_std_function(function)
 }
 
 /// Index, from the leaf, of the first frame of the program's own code:
@@ -89,6 +89,7 @@ mod tests {
             "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/tokio-1.54.1/src/task/spawn.rs",
             "/home/ci/.cargo/git/checkouts/hyper-abc/src/lib.rs",
             "/home/me/go/pkg/mod/github.com/x/y@v1.2.3/z.go",
+            "/work/app/target/release/build/tikv-jemalloc-sys-0f81aa2f6ab1f711/out/build/src/prof_sys.c",
         ] {
             assert!(is_library_file(file), "{file}");
         }
@@ -176,6 +177,8 @@ mod tests {
             ("main.worker", "/srv/orders/main.go"),
         ];
         assert_eq!(own_frame(go.iter().copied()), Some(2));
+        let goexit = [("runtime.goexit", "/usr/lib/go-1.19/src/runtime/asm_amd64.s")];
+        assert_eq!(own_frame(goexit.iter().copied()), None);
         assert_eq!(own_frame([("clone3", "")]), None);
     }
 }

@@ -82,15 +82,63 @@ struct State {
     #[cfg(feature = "heap")]
     ring: HeapRing,
     last_ring: Option<Instant>,
-    /// Threads alive while the thread rules were last `Ok`.
-    thread_tids: Option<(Instant, HashSet<u32>)>,
-    /// The fds profile taken while the fd rules were last `Ok`.
-    fds_base: Option<(Instant, Profile)>,
-    /// The tasks profile taken while the task rules were last `Ok`.
-    tasks_base: Option<(Instant, Profile)>,
+    /// Threads alive while the thread rules were `Ok`, recent readings.
+    thread_tids: Baselines<HashSet<u32>>,
+    /// fds profiles taken while the fd rules were `Ok`.
+    fds_base: Baselines<Profile>,
+    /// Tasks profiles taken while the task rules were `Ok`.
+    tasks_base: Baselines<Profile>,
     /// Profiles compared by recent findings, newest last.
     kept: VecDeque<KeptProfile>,
     findings: u64,
+}
+
+/// Healthy readings of one kind, oldest first, for [`Evidence::BASELINE_SPAN`].
+///
+/// A finding compares with the *oldest* healthy reading within that span:
+/// a leak grows for minutes before its rule fires, and the latest healthy
+/// reading, seconds old, would show only its last few seconds.
+#[derive(Debug)]
+struct Baselines<T> {
+    readings: VecDeque<(Instant, T)>,
+}
+
+impl<T> Default for Baselines<T> {
+    fn default() -> Self {
+        Baselines {
+            readings: VecDeque::new(),
+        }
+    }
+}
+
+impl<T: Clone> Baselines<T> {
+    /// True when the newest reading is older than `every` (or there is none).
+    fn due(&self, every: Duration) -> bool {
+        self.readings
+            .back()
+            .is_none_or(|(t, _)| t.elapsed() >= every)
+    }
+
+    /// Keeps `value`, dropping readings older than the span (the newest
+    /// older one stays, so there is always a base once there was one).
+    fn push(&mut self, value: T) {
+        self.readings.push_back((Instant::now(), value));
+        while self.readings.len() > 1 && self.readings[1].0.elapsed() >= Evidence::BASELINE_SPAN {
+            self.readings.pop_front();
+        }
+        while self.readings.len() > Evidence::MAX_BASELINES {
+            self.readings.pop_front();
+        }
+    }
+
+    /// The oldest reading within the span, else the newest.
+    fn base(&self) -> Option<T> {
+        self.readings
+            .iter()
+            .find(|(t, _)| t.elapsed() <= Evidence::BASELINE_SPAN)
+            .or(self.readings.back())
+            .map(|(_, v)| v.clone())
+    }
 }
 
 /// A profile a finding compared, kept for the viewer.
@@ -138,6 +186,11 @@ impl Evidence {
     pub const KEPT_PROFILES: usize = 8;
     /// Longest time between readings of the thread ids while healthy.
     pub const THREAD_IDS_EVERY: Duration = Duration::from_secs(10);
+    /// How far back a finding looks for its healthy base: the built-in
+    /// growth rules' window.
+    pub const BASELINE_SPAN: Duration = Duration::from_secs(300);
+    /// Most healthy readings kept per kind.
+    pub const MAX_BASELINES: usize = 64;
 
     /// Evidence for `target`, taking a heap snapshot for the ring, a healthy
     /// fds profile and a baseline capture every `every` (the evidence
@@ -158,9 +211,9 @@ impl Evidence {
                 #[cfg(feature = "heap")]
                 ring: HeapRing::new(Self::RING_SNAPSHOTS),
                 last_ring: None,
-                thread_tids: None,
-                fds_base: None,
-                tasks_base: None,
+                thread_tids: Baselines::default(),
+                fds_base: Baselines::default(),
+                tasks_base: Baselines::default(),
                 kept: VecDeque::new(),
                 findings: 0,
             }),
@@ -297,7 +350,7 @@ impl Evidence {
                 return Finding::unknown("threads", "threads", format!("no thread dump: {e}"));
             }
         };
-        let Some(tids) = self.lock().thread_tids.as_ref().map(|(_, t)| t.clone()) else {
+        let Some(tids) = self.lock().thread_tids.base() else {
             return Finding::unknown(
                 "threads",
                 "threads",
@@ -317,16 +370,16 @@ impl Evidence {
             "they run only library code (no frame of the program's own on their stacks)",
         );
         f.detail
-            .push_str("; base: the threads alive at the last healthy reading, as they are now");
+            .push_str("; base: the threads alive at the oldest healthy reading of the last 5 minutes, as they are now");
         self.keep("threads", "threads", base, new, &mut f);
         f
     }
 
-    /// The fds finding: what the fds that grew are, against the last
-    /// healthy fds profile.
+    /// The fds finding: what the fds that grew are, against the oldest
+    /// healthy fds profile of the last five minutes.
     fn fds_finding(&self) -> Finding {
         use crate::explain::counts::{counted, finding};
-        let Some(base) = self.lock().fds_base.as_ref().map(|(_, p)| p.clone()) else {
+        let Some(base) = self.lock().fds_base.base() else {
             return Finding::unknown(
                 "fds",
                 "fds",
@@ -350,12 +403,12 @@ impl Evidence {
     }
 
     /// The tasks finding: the spawn sites of the tasks that grew, against
-    /// the last healthy tasks profile.
+    /// the oldest healthy tasks profile of the last five minutes.
     #[cfg(feature = "server")]
     fn tasks_finding(&self) -> Option<Finding> {
         use crate::explain::counts::{counted, finding, total};
         let handle = self.runtime.as_ref()?;
-        let base = self.lock().tasks_base.as_ref().map(|(_, p)| p.clone());
+        let base = self.lock().tasks_base.base();
         let new = crate::tasks::capture_profile(handle);
         let Some(base) = base else {
             return Some(Finding::unknown(
@@ -487,36 +540,26 @@ impl WatchHook for Evidence {
         #[cfg(not(feature = "heap"))]
         let _ = ring_due;
         if self.target == Target::SelfProcess && levels.ok_for(&["threads"]) {
-            let due = self.lock().thread_tids.as_ref().is_none_or(|(t, _)| {
-                t.elapsed() >= Self::THREAD_IDS_EVERY.min(self.baseline_every)
-            });
-            if due && let Some(tids) = thread_ids() {
-                self.lock().thread_tids = Some((Instant::now(), tids));
+            let every = Self::THREAD_IDS_EVERY.min(self.baseline_every);
+            if self.lock().thread_tids.due(every)
+                && let Some(tids) = thread_ids()
+            {
+                self.lock().thread_tids.push(tids);
             }
         }
         #[cfg(feature = "server")]
         if let Some(handle) = &self.runtime
             && levels.ok_for(&["tokio_tasks"])
+            && self.lock().tasks_base.due(self.baseline_every)
         {
-            let due = self
-                .lock()
-                .tasks_base
-                .as_ref()
-                .is_none_or(|(t, _)| t.elapsed() >= self.baseline_every);
-            if due {
-                let p = crate::tasks::capture_profile(handle);
-                self.lock().tasks_base = Some((Instant::now(), p));
-            }
+            let p = crate::tasks::capture_profile(handle);
+            self.lock().tasks_base.push(p);
         }
-        if levels.ok_for(&["open_fds"]) {
-            let due = self
-                .lock()
-                .fds_base
-                .as_ref()
-                .is_none_or(|(t, _)| t.elapsed() >= self.baseline_every);
-            if due && let Ok(p) = crate::collect::fds::capture(self.target) {
-                self.lock().fds_base = Some((Instant::now(), p));
-            }
+        if levels.ok_for(&["open_fds"])
+            && self.lock().fds_base.due(self.baseline_every)
+            && let Ok(p) = crate::collect::fds::capture(self.target)
+        {
+            self.lock().fds_base.push(p);
         }
         if baseline_due {
             let c = Arc::new(self.capture(
