@@ -10,7 +10,9 @@
 //! `go tool pprof`, to the waiting function.
 //!
 //! The built-in growth rules want 150 s of history and hold 30 s, so this
-//! test takes a little over three minutes.
+//! test takes a little over three minutes. A second test checks that a
+//! goroutine dump over the sidecar's cap fails its pull with a message
+//! that says so.
 
 mod support;
 
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use leakscope::agent::explain::heap::{reduce, site_trends};
 use leakscope::agent::explain::trend::Trend;
-use leakscope::agent::profile::Profile;
+use leakscope::agent::profile::{Profile, ValueType};
 use leakscope::client;
 use leakscope::load::{self, LoadOptions, Target};
 use serde_json::Value;
@@ -266,4 +268,84 @@ async fn go_alerts_name_the_goroutine_and_heap_leaks_and_never_the_cache() {
     }
     eprintln!("terminal:\n{}", sidecar.output());
     eprintln!("test took {:?}", started.elapsed());
+}
+
+/// A server that answers like a Go service whose goroutine dump is larger
+/// than the sidecar reads.
+async fn huge_dump_server() -> std::net::SocketAddr {
+    use axum::extract::Query;
+    use axum::routing::get;
+    use std::collections::HashMap;
+    let heap = Profile {
+        string_table: vec!["".into(), "inuse_space".into(), "bytes".into()],
+        sample_type: vec![ValueType { r#type: 1, unit: 2 }],
+        ..Profile::default()
+    }
+    .encode_gzip();
+    let goroutine = move |Query(q): Query<HashMap<String, String>>| async move {
+        match q.get("debug").map(String::as_str) {
+            Some("1") => "goroutine profile: total 1\n".to_owned(),
+            Some("2") => {
+                let block = "goroutine 7 [chan receive]:\nmain.wait()\n\t/srv/w.go:3 +0x1\n\n";
+                block.repeat((33 << 20) / block.len() + 1)
+            }
+            _ => String::new(),
+        }
+    };
+    let app = axum::Router::new()
+        .route("/debug/pprof/goroutine", get(goroutine))
+        .route(
+            "/debug/pprof/heap",
+            get(move || async move { heap.clone() }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_goroutine_dump_over_the_cap_fails_its_pull_clearly() {
+    let dir = scratch("sidecar-go-cap");
+    let server = huge_dump_server().await;
+    let me = std::process::id().to_string();
+    let url = format!("http://{server}");
+    let data = dir.join("data");
+    let (sidecar, addr) = start_sidecar(&[
+        "--pid",
+        &me,
+        "--target-name",
+        "big",
+        "--pprof-url",
+        &url,
+        "--heap-every",
+        "500ms",
+        "--data-dir",
+        data.to_str().expect("utf-8 path"),
+    ]);
+    let cap = format!(
+        "larger than the sidecar's cap of {} MiB",
+        leakscope::sidecar::GOROUTINE_DUMP_CAP >> 20
+    );
+    let v = wait_until(
+        addr,
+        "/api/targets/big",
+        "the capped pull to fail",
+        Duration::from_secs(60),
+        |v| {
+            v["last_pull_error"]
+                .as_str()
+                .is_some_and(|e| e.contains(&cap))
+        },
+    )
+    .await;
+    assert!(v["counts"]["goroutines"] == 1.0, "a Go target: {v:#}");
+    if let Err(out) = sidecar.wait_output(
+        "goroutine pull failed: goroutine dump (debug=2) of big",
+        Duration::from_secs(10),
+    ) {
+        panic!("no failure line in:\n{out}");
+    }
 }
