@@ -74,7 +74,8 @@ pub struct WatchArgs {
     /// Length of each CPU profile, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = TargetSpec::DEFAULT_CPU_SECONDS)]
     pub cpu_seconds: u32,
-    /// Time between reads of the goroutine / tokio task count (0: never).
+    /// Time between reads of the goroutine / tokio task count and the heap
+    /// in use (0: never).
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub counts_every: Duration,
     /// Post alerts to this http:// webhook (JSON with a Slack-style `text`).

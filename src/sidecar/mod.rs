@@ -95,7 +95,8 @@ pub struct TargetSpec {
     /// Length of each CPU profile.
     pub cpu_seconds: u32,
     /// Time between reads of the goroutine (Go) or tokio-task (leakscope
-    /// agent) count from the pprof endpoint; zero for never.
+    /// agent) count and of the heap in use from the pprof endpoint; zero
+    /// for never.
     pub counts_every: Duration,
 }
 
