@@ -26,7 +26,13 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    // Where each task was spawned, for the demo's tasks findings: only in a
+    // build with `--cfg tokio_unstable` (tokio's hooks are unstable).
+    #[cfg(tokio_unstable)]
+    leakscope::agent::tasks::install_hooks(&mut builder);
+    let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("leakscope: cannot start the async runtime: {e}");

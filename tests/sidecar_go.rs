@@ -125,6 +125,19 @@ async fn sidecar_watches_a_go_service_and_names_its_heap_leak() {
         .collect();
     assert!(raised.contains(&"goroutines_growth"), "{alerts:#}");
     assert!(raised.contains(&"open_fds_high"), "{alerts:#}");
+    // The goroutine alert names where the leaked goroutines wait, from the
+    // goroutine dumps pulled with every heap profile and at the alert.
+    let named = alerts["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .find(|a| a["rule"] == "goroutines_growth" && a["to"] != "ok")
+        .map(|a| &a["finding"]);
+    assert_eq!(
+        named.map(|f| &f["site"]["function"]),
+        Some(&serde_json::json!("main.parkForever")),
+        "{alerts:#}"
+    );
 
     // A breach snapshot was taken, beside the scheduled ones.
     let snaps = wait_until(

@@ -2,10 +2,16 @@
 //! example service with the agent (watch loop, snapshot store, viewer) in
 //! this process, puts it under load with the built-in load generator (most
 //! requests are normal, some leak heap, threads, tokio tasks or file
-//! descriptors), shows the counters and the alerts as they move, and ends
-//! with a scorecard: for each kind of leak, whether it was found, how fast,
-//! and the function and file:line that leaks, plus the viewer page of the
-//! diff. The service and the viewer stay up until Ctrl-C (`--exit` stops).
+//! descriptors), shows the counters and the alerts as they move, each alert
+//! with the leak the agent named in it, and ends with a scorecard built
+//! from those alerts: for each kind of leak, how fast it was detected, how
+//! sure the naming is, and the function and file:line. The service and the
+//! viewer stay up until Ctrl-C (`--exit` stops).
+//!
+//! To tell in seconds what takes minutes on a real service, the demo uses
+//! shorter rule windows, a faster sampling interval and a shorter evidence
+//! period than the built-in defaults, and prints them; everything else
+//! (heap sampling, how leaks are named) is what a service gets.
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -13,16 +19,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use leakscope::agent::profile::Profile;
-use leakscope::agent::store::{NewSnapshot, Store, StoreOptions, Trigger};
+use leakscope::agent::explain::{Confidence, Finding};
+use leakscope::agent::store::{Store, StoreOptions};
 use leakscope::agent::watch::monitor::{MonitorOptions, MonitorView};
-use leakscope::agent::watch::rules::{Condition, Rule};
+use leakscope::agent::watch::rules::{Condition, Rule, Transition};
 use leakscope::agent::{AgentBuilder, AgentParts};
+use leakscope::load;
 use leakscope::ui::AgentBuilderExt;
-use leakscope::viewer::attribute::{Kind, creation_sites, site_by_count};
-use leakscope::viewer::render::table::{format_delta, format_value};
-use leakscope::viewer::{DiffOptions, Growth, rank_growth};
-use leakscope::{client, load};
+use leakscope::viewer::render::table::format_value;
 
 /// Settings of the demo.
 #[derive(Debug, Clone, clap::Args)]
@@ -43,11 +47,6 @@ pub struct DemoArgs {
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Average bytes between heap samples. Fine enough that the small
-/// allocations made when a thread, a task or a file is created are seen:
-/// they are how the scorecard names the code that creates them.
-const SAMPLE_BYTES: u64 = 1024;
-
 /// Requests per second of the load, in all.
 const RATE: f64 = 800.0;
 
@@ -60,53 +59,103 @@ const MIX: &[(&str, u32)] = &[
     ("/leak/fd", 2),
 ];
 
+/// The demo's growth-rule window (built-in: 5 minutes).
+const WINDOW_SECS: f64 = 3.0;
+/// The demo's sampling interval (built-in: 1 s).
+const INTERVAL: Duration = Duration::from_millis(100);
+/// The demo's evidence period (built-in: a minute).
+const EVIDENCE_EVERY: Duration = Duration::from_secs(2);
+
+/// Each kind of leak: its name, its rule (metric, threshold per minute).
+const KINDS: &[(&str, &str, f64)] = &[
+    ("heap", "heap_bytes", 30.0 * 1024.0 * 1024.0),
+    ("threads", "threads", 30.0),
+    ("tasks", "tokio_tasks", 60.0),
+    ("fds", "open_fds", 30.0),
+];
+
 /// Growth rules with windows short enough for a demo of seconds.
 fn demo_rules() -> Vec<Rule> {
-    let growth = |metric: &str, per_minute: f64| {
-        Rule::new(
-            format!("{metric}_growth"),
-            metric,
-            Condition::Growth {
-                per_minute,
-                critical_per_minute: None,
-                window_secs: 2.0,
-            },
-        )
-    };
-    vec![
-        growth("rss_bytes", 30.0 * 1024.0 * 1024.0),
-        growth("threads", 30.0),
-        growth("tokio_tasks", 60.0),
-        growth("open_fds", 30.0),
-    ]
+    KINDS
+        .iter()
+        .map(|(_, metric, per_minute)| {
+            Rule::new(
+                format!("{metric}_growth"),
+                *metric,
+                Condition::Growth {
+                    per_minute: *per_minute,
+                    critical_per_minute: None,
+                    window_secs: WINDOW_SECS,
+                },
+            )
+        })
+        .collect()
 }
 
-/// One leak kind of the scorecard: its rule and how it is named.
+/// What the demo prints about its settings, before anything runs.
+fn settings() -> String {
+    let per_minute = |metric: &str, v: f64| {
+        if metric.ends_with("_bytes") {
+            format!("{}/min", format_value(v as i64, "bytes"))
+        } else {
+            format!("{v:.0}/min")
+        }
+    };
+    let thresholds: Vec<String> = KINDS
+        .iter()
+        .map(|(kind, metric, v)| format!("{kind} {}", per_minute(metric, *v)))
+        .collect();
+    let mut out = format!(
+        "  Settings that differ from leakscope's built-in defaults, to show in seconds what takes\n  \
+         minutes on a real service:\n\
+         \x20   rules     growth over {WINDOW_SECS} s windows (built-in: 5 min); {}\n\
+         \x20   sampling  every {} ms (built-in: every second)\n\
+         \x20   evidence  every {} s (built-in: every minute): heap snapshots, healthy fds and tasks profiles\n\
+         \x20 Built in, as a service gets them: jemalloc's heap sampling (512 KiB), how each alert names its leak.\n",
+        thresholds.join(", "),
+        INTERVAL.as_millis(),
+        EVIDENCE_EVERY.as_secs()
+    );
+    if !leakscope::agent::tasks::hooks_installed() {
+        out.push_str(
+            "  This build has no --cfg tokio_unstable: task leaks are counted, not traced to their spawn \n  \
+             site (README: \"Naming every leak\" says what a service sets for that).\n",
+        );
+    }
+    out
+}
+
+/// One kind of leak on the scorecard: the first alert of its rule during
+/// the load.
 struct Leak {
     kind: &'static str,
-    rule: &'static str,
-    found: Option<Growth>,
-    detected: Option<f64>,
+    rule: String,
+    alert: Option<Transition>,
+}
+
+impl Leak {
+    fn finding(&self) -> Option<&Finding> {
+        self.alert.as_ref().and_then(|a| a.finding.as_ref())
+    }
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("leakscope demo: a service that leaks under load, and each leak named\n");
+    print!("{}", settings());
+    println!();
     let data = std::env::temp_dir().join(format!("leakscope-demo-{}", std::process::id()));
     let store = Store::open(&data, StoreOptions::default())
         .with_context(|| format!("opening a snapshot store in {}", data.display()))?;
     let parts: Arc<OnceLock<AgentParts>> = Arc::default();
     let agent = {
         let parts = parts.clone();
-        // A much finer heap sample interval than jemalloc's 512 KiB default
-        // (it resets the heap profile, which is fine before the service
-        // starts).
         AgentBuilder::new()
-            .heap_sample_interval(SAMPLE_BYTES)?
             .watch(
                 MonitorOptions::default()
-                    .interval(Duration::from_millis(250))
+                    .interval(INTERVAL)
                     .rules(demo_rules()),
             )
+            .evidence_every(EVIDENCE_EVERY)
             .store(store.clone())
             .with_ui()
             .extra_routes(move |p| {
@@ -129,8 +178,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  pprof    http://{addr}/debug/pprof/");
     println!("  viewer   http://{addr}/debug/pprof/ui/\n");
 
-    // A quiet start, longer than the rules' window so that they settle,
-    // then the "before" heap snapshot.
+    // A quiet start, longer than the rules' window and the evidence
+    // period, so the rules settle and healthy evidence is taken.
     drive(
         addr,
         &[("/", 1)],
@@ -140,7 +189,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         &mut |_| {},
     )
     .await?;
-    let base = snapshot(addr, &store, "before the load").await?;
     let before = monitor.view();
     println!("  [1/3] healthy: {}", counters(&before));
 
@@ -153,32 +201,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     let started = Instant::now();
     let load_start = now_unix();
-    let mut leaks = vec![
-        Leak {
-            kind: "heap",
-            rule: "rss_bytes_growth",
-            found: None,
-            detected: None,
-        },
-        Leak {
-            kind: "threads",
-            rule: "threads_growth",
-            found: None,
-            detected: None,
-        },
-        Leak {
-            kind: "tasks",
-            rule: "tokio_tasks_growth",
-            found: None,
-            detected: None,
-        },
-        Leak {
-            kind: "fds",
-            rule: "open_fds_growth",
-            found: None,
-            detected: None,
-        },
-    ];
+    let mut leaks: Vec<Leak> = KINDS
+        .iter()
+        .map(|(kind, metric, _)| Leak {
+            kind,
+            rule: format!("{metric}_growth"),
+            alert: None,
+        })
+        .collect();
     let tty = std::io::stdout().is_terminal();
     let mut seen_alerts = before.alerts_total;
     let mut last_line = Instant::now() - Duration::from_secs(10);
@@ -187,7 +217,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let total = args.duration;
         let mut tick = |p: &Tick| {
             let view = monitor.view();
-            // Alerts as they fire, each on a line of its own.
+            // Alerts as they fire, each with what it names.
             if view.alerts_total > seen_alerts {
                 let new = (view.alerts_total - seen_alerts) as usize;
                 for a in view.alerts.iter().rev().take(new).rev() {
@@ -201,14 +231,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                         a.to,
                         a.message
                     );
-                    let at = a.at - load_start;
-                    if a.to > a.from && at >= 0.0 {
-                        for l in leaks
-                            .iter_mut()
-                            .filter(|l| l.rule == a.rule && l.detected.is_none())
-                        {
-                            l.detected = Some(at);
-                        }
+                    if let Some(f) = &a.finding {
+                        println!("                      {} ({})", f.summary, f.confidence);
                     }
                 }
                 seen_alerts = view.alerts_total;
@@ -246,119 +270,85 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!();
     }
     println!("        {report}");
-    // Late alerts: the growth rules may need one more sample.
+    // Late alerts: a rule may need one more sample.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let after_view = monitor.view();
-    for a in &after_view.alerts {
-        let at = a.at - load_start;
-        if a.to > a.from && at >= 0.0 {
-            for l in leaks
-                .iter_mut()
-                .filter(|l| l.rule == a.rule && l.detected.is_none())
-            {
-                l.detected = Some(at);
-            }
-        }
-    }
-
-    println!("  [3/3] the \"after\" heap snapshot, and what grew");
-    let new = snapshot(addr, &store, "after the load").await?;
-    let (base_p, new_p) = (load_profile(&store, &base)?, load_profile(&store, &new)?);
-    let ranked = rank_growth(
-        &base_p,
-        &new_p,
-        &DiffOptions::default().with_sample_type("inuse_space"),
-    )?;
-    leaks[0].found = ranked
-        .iter()
-        .find(|g| !leakscope::viewer::attribute::is_library_file(&g.file))
-        .filter(|g| g.delta() > 0)
-        .cloned();
-    for (kind, site) in creation_sites(&base_p, &new_p, &Kind::defaults(), None)? {
-        if let Some(l) = leaks.iter_mut().find(|l| l.kind == kind) {
-            l.found = site;
-        }
-    }
-    // Opening a file allocates nothing to see; match the fd count's growth
-    // to the code that created as many objects (the files' buffers).
-    let fd_growth = match (&before.last, &after_view.last) {
-        (Some(a), Some(b)) => b.open_fds as i64 - a.open_fds as i64,
-        _ => 0,
-    };
-    let taken: Vec<String> = leaks
-        .iter()
-        .filter_map(|l| l.found.as_ref().map(|g| g.function.clone()))
-        .collect();
-    let taken: Vec<&str> = taken.iter().map(String::as_str).collect();
-    if let Some(l) = leaks
-        .iter_mut()
-        .find(|l| l.kind == "fds" && l.found.is_none())
-    {
-        l.found = site_by_count(&base_p, &new_p, fd_growth, &taken)?;
+    let after = monitor.view();
+    for leak in &mut leaks {
+        leak.alert = after
+            .alerts
+            .iter()
+            .find(|a| a.rule == leak.rule && a.to > a.from && a.at >= load_start)
+            .cloned();
     }
 
     println!(
-        "\n  Scorecard ({} -> {}):\n",
+        "\n  [3/3] scorecard ({} -> {}), from the alerts:\n",
         counters(&before),
-        counters(&after_view)
+        counters(&after)
     );
-    println!(
-        "        {:<8} {:<6} {:>9}  {:<44} file:line",
-        "leak", "found", "detected", "function"
-    );
+    println!("        {:<8} {:>8}  {:<9} where", "leak", "alert", "named");
     for l in &leaks {
-        let up_before = before.levels.iter().any(|(rule, _, level)| {
-            rule == l.rule && *level != leakscope::agent::watch::rules::Level::Ok
-        });
-        let detected = match l.detected {
-            Some(d) => human_secs(d),
-            None if up_before => "before".to_owned(),
-            None => "-".to_owned(),
-        };
-        match &l.found {
-            Some(g) => println!(
-                "        {:<8} {:<6} {:>9}  {:<44} {}:{}",
-                l.kind,
-                "yes",
-                detected,
-                g.function,
-                short_path(&g.file),
-                g.line
+        let detected = l
+            .alert
+            .as_ref()
+            .map_or("-".to_owned(), |a| human_secs(a.at - load_start));
+        let (named, place) = match l.finding() {
+            Some(f) => (
+                f.confidence.as_str().to_owned(),
+                match &f.site {
+                    Some(site) => format!(
+                        "{} ({}:{})",
+                        site.function,
+                        short_path(&site.file),
+                        site.line
+                    ),
+                    None => f
+                        .groups
+                        .first()
+                        .map_or(f.summary.clone(), |g| format!("+{} {}", g.delta(), g.what)),
+                },
             ),
-            None => println!("        {:<8} {:<6} {:>9}  -", l.kind, "no", detected),
-        }
+            None if l.alert.is_some() => ("-".to_owned(), "(no finding)".to_owned()),
+            None => ("-".to_owned(), "not detected".to_owned()),
+        };
+        println!(
+            "        {:<8} {:>8}  {:<9} {place}",
+            l.kind, detected, named
+        );
     }
     println!();
     for l in &leaks {
-        if let Some(g) = &l.found {
-            let evidence = match l.kind {
-                "heap" => format!("{} in use", format_delta(g.delta(), "bytes")),
-                "fds" => format!(
-                    "~{} more live objects there, as many as the new fds",
-                    g.delta()
-                ),
-                _ => format!("~{} allocations there during the load", g.delta()),
-            };
-            let alert = l.detected.map_or(String::new(), |d| {
-                format!(", alert after {}", human_secs(d))
-            });
-            println!(
-                "  FOUND: {} leak at {} ({}:{}), {evidence}{alert}",
+        let (Some(alert), Some(f)) = (&l.alert, l.finding()) else {
+            continue;
+        };
+        let when = human_secs(alert.at - load_start);
+        match (&f.site, f.confidence) {
+            (Some(site), Confidence::Exact | Confidence::Clear | Confidence::Likely) => println!(
+                "  FOUND: {} leak at {} ({}:{}), alert after {when}: {}",
                 singular(l.kind),
-                g.function,
-                short_path(&g.file),
-                g.line,
-            );
+                site.function,
+                short_path(&site.file),
+                site.line,
+                f.summary
+            ),
+            _ => println!(
+                "  FOUND: {} leak, alert after {when}: {} ({})",
+                singular(l.kind),
+                f.summary,
+                f.confidence
+            ),
         }
     }
-    let diff_url = format!(
-        "http://{addr}/debug/pprof/ui/diff?base={}&new={}&type=inuse_space",
-        base, new
-    );
-    println!("\n  The diff, in the viewer: {diff_url}");
+    if let Some(url) = leaks
+        .iter()
+        .filter_map(|l| l.finding().and_then(|f| f.url.clone()))
+        .next()
+    {
+        println!("\n  The diff of the first finding, in the viewer: http://{addr}{url}");
+    }
     let missed: Vec<&str> = leaks
         .iter()
-        .filter(|l| l.found.is_none())
+        .filter(|l| l.alert.is_none())
         .map(|l| l.kind)
         .collect();
     if args.exit {
@@ -369,7 +359,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             data.join("snapshots").display()
         );
         if !missed.is_empty() {
-            bail!("not found: {}", missed.join(", "));
+            bail!("not detected: {}", missed.join(", "));
         }
         return Ok(());
     }
@@ -410,29 +400,6 @@ fn counters(v: &MonitorView) -> String {
         s.open_fds,
         format_value(s.rss_bytes as i64, "bytes")
     )
-}
-
-/// Pulls the service's heap profile and keeps it in the store; its id.
-async fn snapshot(addr: SocketAddr, store: &Store, label: &str) -> anyhow::Result<String> {
-    let res = client::get(addr, "/debug/pprof/heap", TIMEOUT).await?;
-    if res.status != 200 {
-        bail!(
-            "GET /debug/pprof/heap: {}: {}",
-            res.status,
-            res.text().trim()
-        );
-    }
-    let store = store.clone();
-    let label = label.to_owned();
-    let meta = tokio::task::spawn_blocking(move || {
-        let mut snap = NewSnapshot::new("leaky_service", "heap", &res.body);
-        snap.trigger = Trigger::Manual;
-        snap.pid = Some(std::process::id());
-        snap.labels.insert("demo".into(), label);
-        store.put(snap)
-    })
-    .await??;
-    Ok(meta.id)
 }
 
 /// Progress of the load, for the demo's line.
@@ -496,10 +463,6 @@ async fn drive(
         report.latency.quantile(0.5),
         report.latency.quantile(0.99),
     ))
-}
-
-fn load_profile(store: &Store, id: &str) -> anyhow::Result<Profile> {
-    Ok(Profile::decode_bytes(&store.read(id)?, id)?)
 }
 
 /// The path relative to this crate when it is inside it.

@@ -1,7 +1,7 @@
 //! `leakscope watch`: the sidecar on the command line. Targets come from
 //! `--pid`/`--name` flags and from a `--config` file; progress goes to the
-//! terminal (a line per target on start, then status changes, alerts,
-//! snapshots, and a status line every `--status-every`).
+//! terminal (a line per target on start, then status changes, alerts with
+//! the leak they name, snapshots, and a status line every `--status-every`).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -74,7 +74,8 @@ pub struct WatchArgs {
     /// Length of each CPU profile, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = TargetSpec::DEFAULT_CPU_SECONDS)]
     pub cpu_seconds: u32,
-    /// Time between reads of the goroutine / tokio task count (0: never).
+    /// Time between reads of the goroutine / tokio task count and the heap
+    /// in use (0: never).
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub counts_every: Duration,
     /// Post alerts to this http:// webhook (JSON with a Slack-style `text`).
@@ -290,10 +291,18 @@ fn print_event(e: Event) {
                 Level::Ok => "ok".to_owned(),
                 l => l.to_string().to_uppercase(),
             };
-            format!(
+            let mut line = format!(
                 "{target}: {level} {}: {}",
                 transition.rule, transition.message
-            )
+            );
+            // What leaks and where, under the alert.
+            if let Some(f) = &transition.finding {
+                line.push_str(&format!("\n           {}", f.summary));
+                if let Some(url) = &f.url {
+                    line.push_str(&format!("\n           diff: {url}"));
+                }
+            }
+            line
         }
         Event::Snapshot { meta, growth } => {
             let growth = growth.map(|g| format!("; {g}")).unwrap_or_default();
@@ -342,6 +351,9 @@ fn print_status(sidecar: &Sidecar) {
             if let Some((_, value)) = t.monitor.series(metric).last() {
                 line.push_str(&format!(" {metric} {value}"));
             }
+        }
+        if let Some((_, value)) = t.monitor.series("heap_bytes").last() {
+            line.push_str(&format!(" heap {}", format_value(*value as i64, "bytes")));
         }
         let snaps = t.snapshots_total.load(std::sync::atomic::Ordering::Relaxed);
         line.push_str(&format!(" | {level} | {snaps} snapshots"));

@@ -5,7 +5,7 @@
 //! | `GET /api/targets` | every target: pid, status, rule levels, last sample, pulls |
 //! | `GET /api/targets/{name}` | one target |
 //! | `GET /api/targets/{name}/series[?metric=M]` | its time series, `[[unix_s, value], ...]` per metric |
-//! | `GET /api/targets/{name}/alerts` | its recent rule state changes |
+//! | `GET /api/targets/{name}/alerts` | its recent rule state changes, each rise with its `finding` |
 //! | `POST /api/targets/{name}/snapshot?kind=heap[&seconds=N]` | take a profile now (201 + metadata) |
 //! | `GET /api/targets/{name}/delta[?base=ID&new=ID]` | heap delta `new − base` as pprof (default: the last two heap snapshots) |
 //! | `GET /api/snapshots[?target=&kind=&limit=]` | snapshot metadata, oldest first |
@@ -191,15 +191,12 @@ async fn alerts(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> 
         return no_target(&name);
     };
     let view = t.monitor.view();
-    let alerts: Vec<Value> = view
-        .alerts
-        .iter()
-        .map(|a| {
-            json!({"rule": a.rule, "metric": a.metric, "from": a.from.to_string(), "to": a.to.to_string(),
-                   "value": a.value, "threshold": a.threshold, "at": a.at, "message": a.message})
-        })
-        .collect();
-    json_response(StatusCode::OK, &json!({ "target": name, "alerts": alerts }))
+    // Each alert as the watch loop keeps it, with the finding that names
+    // its leak when there is one.
+    json_response(
+        StatusCode::OK,
+        &json!({ "target": name, "alerts": view.alerts }),
+    )
 }
 
 async fn take_snapshot(

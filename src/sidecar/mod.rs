@@ -8,17 +8,23 @@
 //!   threshold rules and alerts, following a `--name` target across
 //!   restarts;
 //! - a pull task on the async runtime: heap profiles on a schedule (and CPU
-//!   profiles if asked), the goroutine or tokio-task count, and a heap
-//!   profile on every breach, all through one [`Endpoint`] per target
-//!   (timeouts, retries with backoff, a circuit breaker), so a target that is
-//!   down or slow only delays itself;
+//!   profiles if asked), with a Go target's goroutine dump beside each; the
+//!   goroutine, tokio-task and heap counts; and a heap profile on every
+//!   breach, all through one [`Endpoint`] per target (timeouts, retries with
+//!   backoff, a circuit breaker), so a target that is down or slow only
+//!   delays itself;
 //!
 //! and stores every profile in one [`Store`] with its trigger and the
-//! resource sample at capture. [`api`] serves all of it over HTTP.
+//! resource sample at capture. [`api`] serves all of it over HTTP. When a
+//! heap or goroutine rule goes up, the `naming` module names the leak
+//! (function and file:line) for the alert.
 
 pub mod api;
 pub mod config;
+mod counts;
+pub mod goroutines;
 pub mod locate;
+mod naming;
 mod pull;
 #[cfg(feature = "viewer")]
 pub mod ui;
@@ -34,6 +40,7 @@ use leakscope_agent::alert::WebhookHook;
 use leakscope_agent::alert::webhook::{WebhookOptions, WebhookSink};
 use leakscope_agent::client::url::HttpUrl;
 use leakscope_agent::client::{Endpoint, RetryPolicy};
+use leakscope_agent::explain::Finding;
 use leakscope_agent::resource::{ResourceSample, Target};
 use leakscope_agent::store::{SnapshotMeta, Store, StoreOptions};
 use leakscope_agent::watch::monitor::{
@@ -42,6 +49,8 @@ use leakscope_agent::watch::monitor::{
 use leakscope_agent::watch::rules::{Rule, Transition, default_rules};
 use regex::Regex;
 
+pub use counts::TEXT_CAP as COUNTS_TEXT_CAP;
+pub use naming::{EXPLAIN_TIMEOUT, GOROUTINE_DUMP_CAP, GOROUTINE_RING, HEAP_RING};
 pub use pull::{PROFILE_KINDS, SnapshotError};
 
 /// How a target's process is found.
@@ -86,7 +95,8 @@ pub struct TargetSpec {
     /// Length of each CPU profile.
     pub cpu_seconds: u32,
     /// Time between reads of the goroutine (Go) or tokio-task (leakscope
-    /// agent) count from the pprof endpoint; zero for never.
+    /// agent) count and of the heap in use from the pprof endpoint; zero
+    /// for never.
     pub counts_every: Duration,
 }
 
@@ -218,8 +228,13 @@ pub struct TargetState {
     pub pull_failures_total: AtomicU64,
     /// The last pull error, if the last pull failed.
     pub last_pull_error: Mutex<Option<String>>,
-    /// Counts read from the pprof endpoint (`goroutines` or `tokio_tasks`).
+    /// Counts read from the pprof endpoint (`goroutines` or `tokio_tasks`,
+    /// and `heap_bytes`).
     counts: Arc<Mutex<Vec<(&'static str, f64)>>>,
+    /// What serves the pprof URL, and for which pid that was found.
+    flavor: Mutex<(Option<u32>, counts::Flavor)>,
+    /// What names its leaks: reduced heap profiles, goroutine groups.
+    evidence: Mutex<naming::Evidence>,
     /// The last heap profile pulled, for the growth line of the next one.
     last_heap: tokio::sync::Mutex<Option<leakscope_agent::profile::Profile>>,
 }
@@ -244,6 +259,8 @@ pub struct Shared {
     pub events: EventSink,
     /// Bearer token of the API.
     pub token: Option<String>,
+    /// The API's address, once bound (for the viewer links of findings).
+    addr: std::sync::OnceLock<SocketAddr>,
 }
 
 impl Shared {
@@ -340,12 +357,24 @@ struct Hook {
 }
 
 impl WatchHook for Hook {
+    fn explain(&self, transition: &Transition, _sample: &ResourceSample) -> Option<Finding> {
+        // Threads, fds and tokio tasks name nothing yet (see naming::Kind).
+        let kind = naming::Kind::of(&transition.metric)?;
+        let (t, shared) = self.state.get()?;
+        let (t, shared) = (t.upgrade()?, shared.upgrade()?);
+        t.endpoint.as_ref()?;
+        naming::explain_blocking(&self.runtime, shared, t, kind, transition.rule.clone())
+    }
+
     fn on_transition(&self, transition: &Transition, _sample: &ResourceSample) {
         (self.events)(Event::Alert {
             target: self.target.clone(),
             transition: Box::new(transition.clone()),
         });
-        if transition.to <= transition.from {
+        // A heap rule pulled its breach profile while explaining.
+        if transition.to <= transition.from
+            || naming::Kind::of(&transition.metric) == Some(naming::Kind::Heap)
+        {
             return;
         }
         // A breach: capture a heap profile, off this thread.
@@ -439,6 +468,8 @@ impl Sidecar {
                 pull_failures_total: AtomicU64::new(0),
                 last_pull_error: Mutex::new(None),
                 counts,
+                flavor: Mutex::new((None, counts::Flavor::Unknown)),
+                evidence: Mutex::new(naming::Evidence::default()),
                 last_heap: tokio::sync::Mutex::new(None),
             }));
             links.push(link);
@@ -449,6 +480,7 @@ impl Sidecar {
             webhook,
             events,
             token: opts.token.clone().filter(|t| !t.is_empty()),
+            addr: std::sync::OnceLock::new(),
         });
         for (t, link) in shared.targets.iter().zip(links) {
             let _ = link.set((Arc::downgrade(t), Arc::downgrade(&shared)));
@@ -466,6 +498,7 @@ impl Sidecar {
             addr: opts.listen,
             source,
         })?;
+        let _ = shared.addr.set(addr);
         let app = api::router(shared.clone());
         #[cfg(feature = "viewer")]
         let app = {

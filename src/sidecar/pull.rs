@@ -5,14 +5,19 @@
 //! stored with the resource sample of the moment; decoding, sampling and
 //! writing run on the blocking pool, never on the async workers. A heap
 //! profile is compared with the previous one of the same target and the
-//! site that grew most is reported.
+//! site that grew most is reported, and reduced to its allocation sites
+//! into the target's evidence ([`super::naming`]). A Go service's heap
+//! profile is pulled with `gc=1`: Go's heap profile is otherwise as of the
+//! last collection, which can be minutes old when the leak itself is what
+//! drives the collector.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use leakscope_agent::client::ClientError;
+use leakscope_agent::client::{ClientError, Connection, Response};
+use leakscope_agent::explain::heap::reduce;
 use leakscope_agent::profile::Profile;
 use leakscope_agent::resource::{SampleOptions, Target, sample};
 use leakscope_agent::store::{NewSnapshot, SnapshotMeta, Trigger};
@@ -20,6 +25,8 @@ use leakscope_agent::watch::monitor::TargetStatus;
 use leakscope_viewer::render::table::format_delta;
 use leakscope_viewer::{DiffOptions, rank_growth};
 
+use super::counts::{self, Flavor};
+use super::naming::pull_goroutines;
 use super::{Event, Shared, TargetState};
 
 /// Profile kinds a snapshot can be, and the pprof path of each.
@@ -65,13 +72,53 @@ pub enum SnapshotError {
 /// The base path of the target's pprof URL: the URL's path without a
 /// trailing `/debug/pprof[/]` or `/`, so `http://h:6060`,
 /// `http://h:6060/debug/pprof/` and `http://h:6060/svc` all work.
-fn base_path(t: &TargetState) -> String {
+pub(super) fn base_path(t: &TargetState) -> String {
     let Some(e) = &t.endpoint else {
         return String::new();
     };
     let path = e.url().path().split('?').next().unwrap_or_default();
     let path = path.trim_end_matches('/');
     path.strip_suffix("/debug/pprof").unwrap_or(path).to_owned()
+}
+
+/// GET `path` from the target's server, reading at most `cap` bytes of
+/// body (a larger answer is an error that says so). One attempt within the
+/// policy's timeouts, refused while the target's breaker is open; any
+/// status is returned.
+// TODO(lead): an `Endpoint` request with its own body cap would give these
+// reads the endpoint's retries, breaker and counters too.
+pub(super) async fn get_capped(
+    t: &TargetState,
+    path: &str,
+    cap: usize,
+) -> Result<Response, String> {
+    let endpoint = t
+        .endpoint
+        .as_ref()
+        .ok_or_else(|| format!("target {:?} has no pprof URL", t.spec.name))?;
+    if endpoint.breaker_state() == leakscope_agent::client::backoff::BreakerState::Open {
+        return Err(format!(
+            "GET {path}: not tried, the target's pulls keep failing (circuit breaker open)"
+        ));
+    }
+    let policy = endpoint.policy();
+    let addr = endpoint.url().resolve(policy.connect_timeout).await?;
+    let mut conn = Connection::connect(addr, policy.connect_timeout)
+        .await
+        .map_err(|e| e.to_string())?
+        .with_max_body(cap);
+    conn.get(path, policy.timeout).await.map_err(|e| match e {
+        ClientError::BadResponse { message, .. } if message.starts_with("body larger") => format!(
+            "GET {path}: the answer is larger than the sidecar's cap of {} MiB for it",
+            cap >> 20
+        ),
+        e => e.to_string(),
+    })
+}
+
+/// Now, in Unix seconds.
+pub(super) fn unix_now() -> f64 {
+    leakscope_agent::collect::unix_seconds(std::time::SystemTime::now())
 }
 
 /// Pulls one profile of `kind` from `t` and stores it. `seconds` sets the
@@ -126,6 +173,8 @@ async fn pull_and_store(
             format!("{base}{path}?seconds={secs}"),
             Some(Duration::from_secs(u64::from(secs)) + endpoint.policy().timeout),
         )
+    } else if kind == "heap" && counts::flavor(t) == Flavor::Go {
+        (format!("{base}{path}?gc=1"), None)
     } else {
         (format!("{base}{path}"), None)
     };
@@ -147,7 +196,7 @@ async fn pull_and_store(
     let store = shared.store.clone();
     let name = t.spec.name.clone();
     let kind_owned = kind.to_owned();
-    let (meta, profile) = tokio::task::spawn_blocking(move || {
+    let (meta, profile, sites) = tokio::task::spawn_blocking(move || {
         let profile = Profile::decode_bytes(&response.body, &origin)
             .map_err(|e| SnapshotError::NotAProfile(e.to_string()))?;
         // The sample of the moment, with the breakdowns; the watch loop's
@@ -170,11 +219,20 @@ async fn pull_and_store(
             time: None,
             data: &response.body,
         })?;
-        Ok::<_, SnapshotError>((meta, profile))
+        let sites = (kind_owned == "heap")
+            .then(|| reduce(&profile, meta.time))
+            .flatten();
+        Ok::<_, SnapshotError>((meta, profile, sites))
     })
     .await
     .map_err(|e| SnapshotError::NotAProfile(format!("decoding the profile: {e}")))??;
     t.snapshots_total.fetch_add(1, Ordering::Relaxed);
+    if let Some(sites) = sites {
+        t.evidence
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_heap(meta.pid, meta.id.clone(), sites, min_heap_gap(t));
+    }
     let growth = if kind == "heap" {
         let mut last = t.last_heap.lock().await;
         let line = last.as_ref().and_then(|prev| growth_line(prev, &profile));
@@ -188,6 +246,15 @@ async fn pull_and_store(
         growth,
     });
     Ok(meta)
+}
+
+/// Seconds under which a heap profile replaces the previous one in the
+/// target's evidence: a quarter of its heap interval (15 s without one).
+fn min_heap_gap(t: &TargetState) -> f64 {
+    t.spec
+        .heap_every
+        .filter(|d| !d.is_zero())
+        .map_or(15.0, |d| d.as_secs_f64() / 4.0)
 }
 
 /// "in-use +12.3 MiB since the previous heap profile; most: f (file:line) +10.0 MiB".
@@ -209,84 +276,10 @@ fn growth_line(prev: &Profile, new: &Profile) -> Option<String> {
     ))
 }
 
-/// Which count the target's endpoint offers.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum CountSource {
-    Unknown,
-    Goroutines,
-    TokioTasks,
-    None,
-}
-
-/// Reads the goroutine count (Go) or the tokio task count (leakscope agent).
-async fn read_counts(t: &TargetState, source: &mut CountSource) {
-    let Some(endpoint) = &t.endpoint else {
-        return;
-    };
-    let base = base_path(t);
-    if matches!(*source, CountSource::Unknown | CountSource::Goroutines) {
-        match endpoint
-            .get(&format!("{base}/debug/pprof/goroutine?debug=1"), None)
-            .await
-        {
-            Ok(r) => {
-                if let Some((name, n)) = goroutine_count(&r.text()) {
-                    *source = CountSource::Goroutines;
-                    set_count(t, name, n);
-                    return;
-                }
-                if *source == CountSource::Unknown {
-                    *source = CountSource::TokioTasks;
-                }
-            }
-            Err(ClientError::Status { status: 404, .. }) if *source == CountSource::Unknown => {
-                *source = CountSource::TokioTasks;
-            }
-            Err(_) => return,
-        }
-    }
-    if *source == CountSource::TokioTasks
-        && let Ok(r) = endpoint.get(&format!("{base}/metrics"), None).await
-    {
-        let n = r.text().lines().find_map(|l| {
-            l.strip_prefix("leakscope_tokio_alive_tasks ")
-                .and_then(|v| v.trim().parse::<f64>().ok())
-        });
-        match n {
-            Some(n) => set_count(t, "tokio_tasks", n),
-            None => *source = CountSource::None,
-        }
-    }
-}
-
-/// The count of a `goroutine?debug=1` answer and its name: `goroutines`
-/// from Go, `tokio_tasks` from a leakscope agent (which serves its tasks
-/// profile under Go's name too, with `# leakscope:` comment lines).
-fn goroutine_count(text: &str) -> Option<(&'static str, f64)> {
-    let n = text
-        .lines()
-        .next()?
-        .strip_prefix("goroutine profile: total ")?
-        .trim()
-        .parse::<f64>()
-        .ok()?;
-    let name = if text.contains("\n# leakscope: ") {
-        "tokio_tasks"
-    } else {
-        "goroutines"
-    };
-    Some((name, n))
-}
-
-fn set_count(t: &TargetState, name: &'static str, value: f64) {
-    let mut counts = t.counts.lock().unwrap_or_else(|e| e.into_inner());
-    counts.retain(|(n, _)| *n != name);
-    counts.push((name, value));
-}
-
 /// The target's schedule: heap and CPU profiles and counts, each on its own
-/// interval, until the sidecar is gone. A pull still running when its next
-/// turn comes is not started twice.
+/// interval, until the sidecar is gone; a Go target's goroutines are pulled
+/// with each heap profile. A pull still running when its next turn comes
+/// is not started twice.
 pub async fn schedule(shared: Weak<Shared>, target: Weak<TargetState>) {
     // Let the watch loop find the process first, so the first profile is
     // stored with its pid and sample.
@@ -303,6 +296,9 @@ pub async fn schedule(shared: Weak<Shared>, target: Weak<TargetState>) {
     let Some(t) = target.upgrade() else {
         return;
     };
+    // What serves the URL decides what the first pulls are (a Go heap
+    // profile after a collection, goroutine dumps).
+    let _ = counts::find_flavor(&t).await;
     let tick = |every: Option<Duration>| {
         every.filter(|d| !d.is_zero()).map(|d| {
             let mut i = tokio::time::interval(d);
@@ -317,7 +313,6 @@ pub async fn schedule(shared: Weak<Shared>, target: Weak<TargetState>) {
     let heap_busy = Arc::new(AtomicBool::new(false));
     let cpu_busy = Arc::new(AtomicBool::new(false));
     let counts_busy = Arc::new(AtomicBool::new(false));
-    let source = Arc::new(std::sync::Mutex::new(CountSource::Unknown));
     loop {
         let kind = tokio::select! {
             _ = next(&mut heap) => "heap",
@@ -340,16 +335,18 @@ pub async fn schedule(shared: Weak<Shared>, target: Weak<TargetState>) {
             continue;
         }
         let busy = busy.clone();
-        let source = source.clone();
         tokio::spawn(async move {
             if kind == "counts" {
-                let mut s = *source.lock().unwrap_or_else(|e| e.into_inner());
-                if s != CountSource::None {
-                    read_counts(&t, &mut s).await;
-                    *source.lock().unwrap_or_else(|e| e.into_inner()) = s;
-                }
+                counts::read(&t).await;
             } else {
+                if kind == "heap" {
+                    // Found again after a restart, even with counts off.
+                    let _ = counts::find_flavor(&t).await;
+                }
                 let _ = snapshot(&shared, &t, kind, Trigger::Schedule, None, BTreeMap::new()).await;
+                if kind == "heap" && counts::flavor(&t) == Flavor::Go {
+                    let _ = pull_goroutines(&shared, &t, Trigger::Schedule, BTreeMap::new()).await;
+                }
             }
             busy.store(false, Ordering::Release);
         });
@@ -363,18 +360,5 @@ async fn next(i: &mut Option<tokio::time::Interval>) {
             i.tick().await;
         }
         None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn goroutine_counts_are_named_for_their_source() {
-        let go = "goroutine profile: total 12\n5 @ 0x1 0x2\n#\t0x1\tmain.park+0x1\tmain.go:4\n\n";
-        assert_eq!(super::goroutine_count(go), Some(("goroutines", 12.0)));
-        let agent = "goroutine profile: total 7\n7 @\n#\t0x0\t<tokio tasks: ...>\n\n\
-                     # leakscope: the runtime asked has 7 alive tasks\n";
-        assert_eq!(super::goroutine_count(agent), Some(("tokio_tasks", 7.0)));
-        assert_eq!(super::goroutine_count("404 page not found\n"), None);
     }
 }

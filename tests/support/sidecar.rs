@@ -1,6 +1,7 @@
-//! Helpers of the sidecar tests: the Go leaky service (tests/data/goleaky,
-//! built once per test binary with the real `go build`), the `leakscope
-//! watch` binary as a child process, and its JSON API.
+//! Helpers of the sidecar tests: the Go services (tests/data/goleaky and
+//! tests/data/inventory, each built once per test binary with the real
+//! `go build`), the `leakscope watch` binary as a child process, and its
+//! JSON API.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -129,6 +130,61 @@ fn goleaky_binary() -> PathBuf {
         bin
     })
     .clone()
+}
+
+/// Builds the Go program in `tests/data/NAME` (a directory with a go.mod)
+/// once per test binary.
+fn go_binary(name: &'static str) -> PathBuf {
+    static BINS: Mutex<Vec<(&'static str, PathBuf)>> = Mutex::new(Vec::new());
+    let mut bins = BINS.lock().expect("go binaries");
+    if let Some((_, bin)) = bins.iter().find(|(n, _)| *n == name) {
+        return bin.clone();
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("go-{name}"));
+    std::fs::create_dir_all(&dir).expect("go build dir");
+    let bin = dir.join(format!("{name}-{}", std::process::id()));
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name);
+    let out = Command::new("go")
+        .arg("build")
+        .arg("-o")
+        .arg(&bin)
+        .arg(".")
+        .current_dir(&src)
+        .env("GOCACHE", dir.join("gocache"))
+        .env("GOPATH", dir.join("gopath"))
+        .env("GOFLAGS", "-mod=mod")
+        .env("HOME", &dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `go build` (install golang-go): {e}"));
+    assert!(
+        out.status.success(),
+        "go build in {}: {}",
+        src.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bins.push((name, bin.clone()));
+    bin
+}
+
+/// Starts the inventory service (tests/data/inventory) under a unique name
+/// (`inventory-<tag>`, so `--name` finds this one only) and returns it with
+/// its address.
+pub fn start_inventory(dir: &Path, tag: &str) -> (Proc, SocketAddr) {
+    let bin = dir.join(format!("inventory-{tag}"));
+    if !bin.exists() {
+        std::fs::copy(go_binary("inventory"), &bin).expect("copy inventory");
+    }
+    let mut cmd = Command::new(&bin);
+    cmd.args(["-addr", "127.0.0.1:0"]);
+    let (proc, line) = spawn_until(cmd, "inventory on http://");
+    let addr = line
+        .trim()
+        .trim_start_matches("inventory on http://")
+        .parse()
+        .unwrap_or_else(|e| panic!("address in {line:?}: {e}"));
+    (proc, addr)
 }
 
 /// Starts the Go leaky service under a unique name (`goleaky-<tag>`, so

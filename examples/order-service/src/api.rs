@@ -97,10 +97,14 @@ async fn reserve(State(s): State<AppState>, Path(id): Path<u64>) -> String {
     format!("order {id} reserved\n")
 }
 
-async fn ship(State(s): State<AppState>, Path(id): Path<u64>) -> Result<String, (StatusCode, String)> {
+async fn ship(
+    State(s): State<AppState>,
+    Path(id): Path<u64>,
+) -> Result<String, (StatusCode, String)> {
     s.dispatcher
         .dispatch(id)
         .await
-        .map(|()| format!("order {id} handed to the carrier\n"))
-        .map_err(|e| (StatusCode::BAD_GATEWAY, format!("{e}\n")))
+        .map_err(|e| (StatusCode::BAD_GATEWAY, format!("{e}\n")))?;
+    s.watchers.shipped(id);
+    Ok(format!("order {id} handed to the carrier\n"))
 }

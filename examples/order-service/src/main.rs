@@ -29,8 +29,7 @@ use std::net::SocketAddr;
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -59,7 +58,10 @@ async fn serve() -> Result<(), String> {
         .map_err(|e| format!("ORDERS_ADDR: {e}"))?;
     let upstream = std::env::var("ORDERS_UPSTREAM")
         .ok()
-        .map(|u| u.parse::<SocketAddr>().map_err(|e| format!("ORDERS_UPSTREAM: {e}")))
+        .map(|u| {
+            u.parse::<SocketAddr>()
+                .map_err(|e| format!("ORDERS_UPSTREAM: {e}"))
+        })
         .transpose()?;
     let mut agent = leakscope_agent::AgentBuilder::new()
         .with_default_env()

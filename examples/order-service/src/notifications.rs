@@ -30,6 +30,14 @@ impl Watchers {
             .insert(id, tx);
         Ok(())
     }
+
+    /// Tells the watcher of order `id`, if any, that it shipped.
+    pub fn shipped(&self, id: u64) {
+        let senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = senders.get(&id) {
+            let _ = tx.send(StatusChange::Shipped);
+        }
+    }
 }
 
 fn wait_for_changes(id: u64, changes: Receiver<StatusChange>) {
