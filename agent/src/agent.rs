@@ -81,10 +81,13 @@ fn start_watch(
         if let Some(h) = &handle {
             values.push(("tokio_tasks", h.metrics().num_alive_tasks() as f64));
         }
-        // The heap in use, as jemalloc counts it (exact, not sampled).
+        // The heap in use, as jemalloc counts it (exact, not sampled),
+        // less what the agent's own running work holds (a profile being
+        // symbolized parses tens of MB it frees a moment later).
         #[cfg(feature = "heap")]
         if let Some(a) = crate::heap::allocator_stats() {
-            values.push(("heap_bytes", a.allocated as f64));
+            let own = crate::heap::agent_bytes_in_flight();
+            values.push(("heap_bytes", a.allocated.saturating_sub(own) as f64));
         }
         values
     });

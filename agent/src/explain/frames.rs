@@ -62,10 +62,26 @@ pub fn is_agent_function(name: &str) -> bool {
     AGENT_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
+/// The global allocator's shims and jemalloc's entry points: generated in
+/// the program's crate (by `#[global_allocator]` and
+/// `enable_heap_profiling!`), yet never the code that asked for memory.
+const ALLOCATOR_PREFIXES: &[&str] = &[
+    "__rustc::",
+    "__rust_alloc",
+    "__rust_realloc",
+    "__rust_dealloc",
+    "__rdl_",
+    "__rg_",
+    "_rjem_",
+];
+
 /// True for a frame of library code, by file and name (a Go standard
-/// function is one whatever its file: `runtime.goexit` is in assembly).
+/// function is one whatever its file: `runtime.goexit` is in assembly; the
+/// allocator's shims are, though their code is generated in the program).
 pub fn is_library_frame(function: &str, file: &str) -> bool {
-    is_library_file(file) || is_go_std_function(function)
+    is_library_file(file)
+        || is_go_std_function(function)
+        || ALLOCATOR_PREFIXES.iter().any(|p| function.starts_with(p))
 }
 
 /// Index, from the leaf, of the first frame of the program's own code:
@@ -177,6 +193,11 @@ mod tests {
             ("main.worker", "/srv/orders/main.go"),
         ];
         assert_eq!(own_frame(go.iter().copied()), Some(2));
+        let shim = [
+            ("__rustc::__rust_alloc", "/work/app/agent/src/lib.rs"),
+            ("orders::audit::remember", "/work/app/src/audit.rs"),
+        ];
+        assert_eq!(own_frame(shim.iter().copied()), Some(1));
         let goexit = [("runtime.goexit", "/usr/lib/go-1.19/src/runtime/asm_amd64.s")];
         assert_eq!(own_frame(goexit.iter().copied()), None);
         assert_eq!(own_frame([("clone3", "")]), None);

@@ -19,10 +19,12 @@
 mod dump;
 mod jemalloc;
 mod legacy;
+mod own;
 
 use std::time::SystemTime;
 
 pub use legacy::write_legacy_text;
+pub use own::{agent_work, in_flight as agent_bytes_in_flight};
 
 /// State of jemalloc's profiler in this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -60,6 +60,8 @@ impl HttpState {
             .acquire()
             .await
             .map_err(|_| GoError::internal("profiler is shutting down"))?;
+        #[cfg(feature = "heap")]
+        let job = move || crate::heap::agent_work(job);
         tokio::task::spawn_blocking(job)
             .await
             .map_err(|e| GoError::internal(format!("profile collection failed: {e}")))

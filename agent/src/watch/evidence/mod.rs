@@ -251,6 +251,9 @@ impl Evidence {
             .name("leakscope-persist".into())
             .spawn(move || {
                 for capture in rx {
+                    #[cfg(feature = "heap")]
+                    crate::heap::agent_work(|| write_capture(&store, &name, &capture));
+                    #[cfg(not(feature = "heap"))]
                     write_capture(&store, &name, &capture);
                 }
             });
