@@ -55,6 +55,8 @@ pub mod collect;
 pub mod cpu;
 pub mod error;
 pub mod explain;
+#[cfg_attr(not(feature = "cpu"), allow(dead_code))]
+mod framechain;
 #[cfg(feature = "heap")]
 pub mod heap;
 #[cfg(feature = "server")]

@@ -36,16 +36,14 @@
 //! complete, and unloading a library during a profile makes the `call`-byte
 //! check read unmapped memory (do not `dlclose` while profiling).
 
+use crate::framechain::{self, FIRST_FP_LIMIT};
+
 /// Maximum number of program counters recorded per sample (leaf included).
 pub(crate) const MAX_DEPTH: usize = 128;
 /// Capacity of the executable-mapping table.
 const MAX_RANGES: usize = 256;
 /// Capacity of the table of readable mappings of the main executable.
 const MAX_MAIN: usize = 16;
-/// How far above `sp` the first frame pointer may be.
-const FIRST_FP_LIMIT: u64 = 8 << 20;
-/// How far apart two consecutive frame pointers may be.
-const STEP_LIMIT: u64 = 1 << 20;
 /// How many words above `sp` the leaf heuristic looks at.
 const SCAN_WORDS: u64 = 32;
 /// How far past a function's entry the PC may be for a call to "target" it.
@@ -238,21 +236,14 @@ pub(crate) unsafe fn walk(regs: &Regs, maps: &ExecMaps, out: &mut [u64; MAX_DEPT
         regs.fp.is_multiple_of(8) && regs.fp >= regs.sp && regs.fp - regs.sp < FIRST_FP_LIMIT;
     // Reserve out[1] for the heuristic caller; the chain goes to out[2..].
     let mut n = 2;
-    let mut fp = regs.fp;
-    while fp_ok && n < MAX_DEPTH {
-        // SAFETY: fp passed the bounds above, so fp..fp+16 is on the stack.
-        let next = unsafe { read_u64(fp) };
-        // SAFETY: as above.
-        let ret = unsafe { read_u64(fp + 8) };
-        if ret == 0 || !maps.plausible_ret(ret) {
-            break;
-        }
-        out[n] = ret;
-        n += 1;
-        if next == 0 || !next.is_multiple_of(8) || next <= fp || next - fp >= STEP_LIMIT {
-            break;
-        }
-        fp = next;
+    if fp_ok {
+        // SAFETY: fp passed the bounds above, so fp..fp+16 is on the stack;
+        // `follow` keeps each next frame within its step limit.
+        n += unsafe {
+            framechain::follow(regs.fp, u64::MAX, &mut out[2..], |ret| {
+                maps.plausible_ret(ret)
+            })
+        };
     }
     let first_ret = if n > 2 { Some(out[2]) } else { None };
     // SAFETY: same thread, registers from its ucontext.
