@@ -35,6 +35,7 @@
 //! | `cpu`    | yes     | `/debug/pprof/profile`: a SIGPROF sampler unwinding by frame pointers; `/debug/pprof/threads`: every thread's stack, by the same unwinder |
 //! | `heap`   | yes     | `/debug/pprof/heap`, `/allocs`: jemalloc's sampling heap profiler |
 //! | `server` | yes     | the axum routes and the listener |
+//! | `fd-sites` | no    | the code that opened each fd, in the fds profile; the binary must be linked with [`fdsites::LINK_ARG`] (see [`fdsites`]) |
 //!
 //! ## Safety for the service
 //!
@@ -55,7 +56,8 @@ pub mod collect;
 pub mod cpu;
 pub mod error;
 pub mod explain;
-#[cfg_attr(not(feature = "cpu"), allow(dead_code))]
+pub mod fdsites;
+#[cfg_attr(not(any(feature = "cpu", feature = "fd-sites")), allow(dead_code))]
 mod framechain;
 #[cfg(feature = "heap")]
 pub mod heap;
