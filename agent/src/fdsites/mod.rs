@@ -194,7 +194,7 @@ pub fn lookup(listing: &FdListing) -> Option<RecordedSites> {
 }
 
 /// [`lookup`] against the table `t`.
-fn lookup_in(t: Table, listing: &FdListing) -> RecordedSites {
+fn lookup_in(t: Table<'_>, listing: &FdListing) -> RecordedSites {
     let mut out = RecordedSites::default();
     for f in &listing.fds {
         let Ok(fd) = i32::try_from(f.fd) else {

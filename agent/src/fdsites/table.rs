@@ -12,6 +12,7 @@
 //! inode check refuses. All fields are atomics, so racing accesses are
 //! defined behaviour.
 
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 
 /// Fds numbered this or higher are not recorded.
@@ -60,21 +61,27 @@ pub(crate) enum Read {
 /// recorded, so memory in use follows the highest fd number recorded).
 pub const TABLE_BYTES: usize = MAX_FD * std::mem::size_of::<Entry>();
 
-/// A view of a table: `MAX_FD` entries in an anonymous private mapping
-/// (see [`Mapped`], which owns one).
+/// A view of a table: `MAX_FD` entries in an anonymous private mapping,
+/// valid for `'a` (the global one for `'static`; see [`Mapped`]).
 #[derive(Clone, Copy)]
-pub(crate) struct Table {
+pub(crate) struct Table<'a> {
     entries: *const Entry,
+    mapping: PhantomData<&'a Entry>,
 }
 
-// SAFETY: the entries are atomics only, and a `Table` only exists while
-// its mapping does (the global one forever, a `Mapped` one while borrowed).
-unsafe impl Sync for Table {}
+// SAFETY: the entries are atomics only, and the lifetime keeps the view
+// within its mapping's life.
+unsafe impl Sync for Table<'_> {}
 // SAFETY: as above.
-unsafe impl Send for Table {}
+unsafe impl Send for Table<'_> {}
 
 /// A table that unmaps its memory when dropped.
-pub(crate) struct Mapped(Table);
+pub(crate) struct Mapped(*const Entry);
+
+// SAFETY: as for `Table`.
+unsafe impl Sync for Mapped {}
+// SAFETY: as for `Table`.
+unsafe impl Send for Mapped {}
 
 impl Mapped {
     /// Maps a zeroed table (all entries empty); `None` when `mmap` fails.
@@ -92,30 +99,30 @@ impl Mapped {
                 0,
             )
         };
-        (p != libc::MAP_FAILED).then(|| {
-            Mapped(Table {
-                entries: p.cast::<Entry>(),
-            })
-        })
+        (p != libc::MAP_FAILED).then(|| Mapped(p.cast::<Entry>()))
     }
 
-    /// The table.
-    pub(crate) fn table(&self) -> Table {
-        self.0
+    /// The table, for as long as it is mapped (tests use their own).
+    #[cfg(test)]
+    pub(crate) fn table(&self) -> Table<'_> {
+        Table {
+            entries: self.0,
+            mapping: PhantomData,
+        }
     }
 }
 
 impl Drop for Mapped {
     fn drop(&mut self) {
-        // SAFETY: our own mapping of TABLE_BYTES; views of it do not outlive
-        // this value (tests borrow it; the global one is never dropped).
-        unsafe { libc::munmap(self.0.entries.cast_mut().cast(), TABLE_BYTES) };
+        // SAFETY: our own mapping of TABLE_BYTES; views of it borrow this
+        // value, so none outlives it.
+        unsafe { libc::munmap(self.0.cast_mut().cast(), TABLE_BYTES) };
     }
 }
 
-impl Table {
+impl<'a> Table<'a> {
     /// The entry of fd number `fd`, if below [`MAX_FD`].
-    fn entry(&self, fd: i32) -> Option<&Entry> {
+    fn entry(&self, fd: i32) -> Option<&'a Entry> {
         let i = usize::try_from(fd).ok().filter(|i| *i < MAX_FD)?;
         // SAFETY: `i < MAX_FD` and the mapping holds MAX_FD entries, zeroed
         // memory being a valid (empty) Entry of atomics.
@@ -241,31 +248,30 @@ fn begin(e: &Entry) -> Option<u32> {
 }
 
 /// The process's table: 0 before first use, 1 when `mmap` failed, else the
-/// address of a leaked [`Table`]'s entries.
+/// address of its entries (a mapping never unmapped).
 static GLOBAL: AtomicUsize = AtomicUsize::new(0);
 const FAILED: usize = 1;
 
 /// The process's table, mapped on first use (by the first wrapped call);
 /// `None` if mapping failed. Async-signal-safe, never allocates.
-pub(crate) fn global_or_map() -> Option<Table> {
+pub(crate) fn global_or_map() -> Option<Table<'static>> {
     match GLOBAL.load(Ordering::Acquire) {
         FAILED => None,
         0 => {
             let Some(mapped) = Mapped::new() else {
-                GLOBAL.store(FAILED, Ordering::Release);
-                return None;
+                // Unless another thread mapped one meanwhile: then use it.
+                return match GLOBAL.compare_exchange(0, FAILED, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) | Err(FAILED) => None,
+                    Err(addr) => Some(at(addr)),
+                };
             };
-            let table = mapped.table();
-            match GLOBAL.compare_exchange(
-                0,
-                table.entries as usize,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
+            let addr = mapped.0 as usize;
+            match GLOBAL.compare_exchange(0, addr, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => {
                     // The process's table from now on: never unmapped.
                     std::mem::forget(mapped);
-                    Some(table)
+                    Some(at(addr))
                 }
                 // Another thread mapped one first: use theirs, unmap ours.
                 Err(FAILED) => None,
@@ -277,16 +283,17 @@ pub(crate) fn global_or_map() -> Option<Table> {
 }
 
 /// The process's table if some wrapper mapped it.
-pub(crate) fn global() -> Option<Table> {
+pub(crate) fn global() -> Option<Table<'static>> {
     match GLOBAL.load(Ordering::Acquire) {
         0 | FAILED => None,
         addr => Some(at(addr)),
     }
 }
 
-/// The global table at `addr`.
-fn at(addr: usize) -> Table {
+/// The global table at `addr` (never unmapped).
+fn at(addr: usize) -> Table<'static> {
     Table {
         entries: addr as *const Entry,
+        mapping: PhantomData,
     }
 }
