@@ -30,8 +30,9 @@
 //! What is not: fds opened inside shared libraries and glibc itself
 //! (`fopen`, `opendir`, `getaddrinfo`'s sockets), by raw `syscall`s
 //! (tokio's `pidfd_open`), by functions not in [`WRAPPED`] (`memfd_create`,
-//! `dup2`, `signalfd`, `inotify_init1`, ...), inherited from the parent,
-//! or numbered [`MAX_FD`] or more. [`lookup`] reports them without a site;
+//! `dup2`, `signalfd`, `inotify_init1`, C code's fortified `__open_2`, ...),
+//! inherited from the parent, or numbered [`MAX_FD`] or more. [`lookup`]
+//! reports them without a site;
 //! an fd whose number was reused by such code since it was recorded is
 //! caught by its inode (`stale`). The one case the inode cannot catch: the
 //! number closed by code that is not wrapped and the *same file* opened
