@@ -36,6 +36,7 @@
 //! | `heap`   | yes     | `/debug/pprof/heap`, `/allocs`: jemalloc's sampling heap profiler |
 //! | `server` | yes     | the axum routes and the listener |
 //! | `taskdump` | no    | task dumps in `/debug/pprof/tasks` (with `--cfg tokio_unstable`, current-thread runtimes; see [`tasks`]) |
+//! | `fd-sites` | no    | the code that opened each fd, in the fds profile; the binary must be linked with [`fdsites::LINK_ARG`] (see [`fdsites`]) |
 //!
 //! ## Safety for the service
 //!
@@ -56,6 +57,9 @@ pub mod collect;
 pub mod cpu;
 pub mod error;
 pub mod explain;
+pub mod fdsites;
+#[cfg_attr(not(any(feature = "cpu", feature = "fd-sites")), allow(dead_code))]
+mod framechain;
 #[cfg(feature = "heap")]
 pub mod heap;
 #[cfg(feature = "server")]

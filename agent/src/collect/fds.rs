@@ -22,15 +22,20 @@
 //! function that opened it → ... → main`, and a flamegraph's roots become
 //! the programs' entry points with the kinds just above the opening code.
 //! The fds of one group are split into one sample per distinct stack; fds
-//! with no stack keep the group-only sample.
+//! with no stack keep the group-only sample. [`build_recorded`],
+//! [`capture`] and [`fds_text_recorded`] take the stacks this process
+//! recorded with the `fd-sites` feature ([`crate::fdsites`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 
 use crate::collect::unix_nanos;
+use crate::explain::Site;
+use crate::explain::frames::{is_agent_function, own_frame};
+use crate::fdsites::{RecordedSites, SiteCounts};
 use crate::profile::{Profile, ProfileMeta, PseudoFrame, SampleLabel, StackSample, build_profile};
 use crate::resource::{FdGroup, FdListing, ListOptions, Target, list_fds};
-use crate::symbolize::{ProcessMaps, Symbolizer};
+use crate::symbolize::{Frame, ProcessMaps, Symbolizer};
 
 /// Most groups `?debug=1` prints; the rest are summed in one comment line.
 pub const MAX_TEXT_GROUPS: usize = 1000;
@@ -48,12 +53,42 @@ pub struct CreationSites<'a> {
     pub symbolizer: &'a Symbolizer,
 }
 
-/// Lists the fds of `target` (default bounds) and builds their profile:
-/// the one call for a profile of this process or of a pid, from any thread.
-/// Takes about a millisecond per thousand fds; run it off async workers.
+/// Lists the fds of `target` (default bounds) and builds their profile,
+/// with the creation sites this process recorded when `target` is this
+/// process (see [`build_recorded`]): the one call for a profile of this
+/// process or of a pid, from any thread (alert evidence, tests). Takes
+/// about a millisecond per thousand fds, plus symbolizing when there are
+/// sites; run it off async workers.
 pub fn capture(target: Target) -> crate::Result<Profile> {
     let listing = list_fds(target, &ListOptions::default())?;
-    Ok(build(&listing, None))
+    Ok(build_recorded(&listing, Symbolizer::global()))
+}
+
+/// [`build`] with the creation sites recorded in this process (feature
+/// `fd-sites`, see [`crate::fdsites`]) when `listing` is of this process,
+/// and a comment counting the fds with and without one; otherwise exactly
+/// `build(listing, None)`.
+pub fn build_recorded(listing: &FdListing, symbolizer: &Symbolizer) -> Profile {
+    let Some((sites, maps)) = recorded(listing) else {
+        return build(listing, None);
+    };
+    let creation = CreationSites {
+        stacks: &sites.stacks,
+        maps: &maps,
+        symbolizer,
+    };
+    let mut profile = build(listing, Some(&creation));
+    profile.add_comment(&sites.counts.to_string());
+    profile
+}
+
+/// The sites this process recorded for `listing`, cut to mapped code, and
+/// the mappings they were checked against.
+fn recorded(listing: &FdListing) -> Option<(RecordedSites, ProcessMaps)> {
+    let mut sites = crate::fdsites::lookup(listing)?;
+    let maps = ProcessMaps::current().unwrap_or_default();
+    sites.keep_mapped(&maps);
+    Some((sites, maps))
 }
 
 /// Builds the fds profile of `listing`; `sites`, when given, appends
@@ -153,12 +188,87 @@ pub fn groups_text(listing: &FdListing) -> String {
 /// `?debug=2`: the summary line, then every listed fd by number:
 /// `fd 12: tcp ESTABLISHED 127.0.0.1:40112 -> 127.0.0.1:9000 (inode 1234)`.
 pub fn fds_text(listing: &FdListing) -> String {
-    let mut out = String::with_capacity(64 * listing.fds.len() + 128);
+    fds_text_named(listing, None)
+}
+
+/// [`fds_text`] with the creation sites recorded in this process, when
+/// there are (see [`build_recorded`]): a `# creation sites: ...` line
+/// after the summary, and after each fd that has one `, opened in
+/// FUNCTION (FILE:LINE)`, the first frame of the program's own code (see
+/// [`site_names`]).
+pub fn fds_text_recorded(listing: &FdListing, symbolizer: &Symbolizer) -> String {
+    let Some((sites, maps)) = recorded(listing) else {
+        return fds_text(listing);
+    };
+    let names = site_names(&CreationSites {
+        stacks: &sites.stacks,
+        maps: &maps,
+        symbolizer,
+    });
+    fds_text_named(listing, Some((&sites.counts, &names)))
+}
+
+fn fds_text_named(
+    listing: &FdListing,
+    sites: Option<(&SiteCounts, &HashMap<u32, String>)>,
+) -> String {
+    let mut out = String::with_capacity(96 * listing.fds.len() + 256);
     let _ = writeln!(out, "{}", summary(listing));
+    if let Some((counts, _)) = sites {
+        let _ = writeln!(out, "# {counts}");
+    }
     for f in &listing.fds {
-        let _ = writeln!(out, "fd {}: {}", f.fd, f.object);
+        let _ = write!(out, "fd {}: {}", f.fd, f.object);
+        if let Some(name) = sites.and_then(|(_, names)| names.get(&f.fd)) {
+            let _ = write!(out, ", opened {name}");
+        }
+        out.push('\n');
     }
     out
+}
+
+/// Each fd's creation site in words, by fd number: `in FUNCTION
+/// (FILE:LINE)` for the first frame of the program's own code from the
+/// leaf ([`own_frame`]), inlined frames included; `by leakscope in
+/// FUNCTION` when the stack passes through leakscope's own code first;
+/// `in FUNCTION (FILE:LINE), library code only` when no frame is the
+/// program's. Fds with an empty stack are left out.
+pub fn site_names(sites: &CreationSites<'_>) -> HashMap<u32, String> {
+    let mut addrs: Vec<u64> = sites.stacks.values().flatten().copied().collect();
+    addrs.sort_unstable();
+    addrs.dedup();
+    let resolved = sites.symbolizer.resolve(sites.maps, &addrs);
+    let mut names = HashMap::with_capacity(sites.stacks.len());
+    for (fd, stack) in sites.stacks {
+        let frames: Vec<&Frame> = stack
+            .iter()
+            .filter_map(|a| resolved.get(a))
+            .flat_map(|r| r.frames.iter())
+            .collect();
+        let site = |f: &Frame| Site {
+            function: f.name.to_string(),
+            file: f.file.as_deref().unwrap_or("").to_owned(),
+            line: i64::from(f.line),
+        };
+        let own = own_frame(
+            frames
+                .iter()
+                .map(|f| (&*f.name, f.file.as_deref().unwrap_or(""))),
+        );
+        let agent = frames.iter().position(|f| is_agent_function(&f.name));
+        let name = match (own, agent) {
+            (_, Some(a)) if own.is_none_or(|o| a < o) => {
+                format!("by leakscope in {}", frames[a].name)
+            }
+            (Some(o), _) => format!("in {}", site(frames[o])),
+            (None, _) => match frames.first() {
+                Some(f) => format!("in {}, library code only", site(f)),
+                None => continue,
+            },
+        };
+        names.insert(*fd, name);
+    }
+    names
 }
 
 #[cfg(test)]

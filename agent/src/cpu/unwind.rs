@@ -36,16 +36,14 @@
 //! complete, and unloading a library during a profile makes the `call`-byte
 //! check read unmapped memory (do not `dlclose` while profiling).
 
+use crate::framechain::{self, FIRST_FP_LIMIT};
+
 /// Maximum number of program counters recorded per sample (leaf included).
 pub(crate) const MAX_DEPTH: usize = 128;
 /// Capacity of the executable-mapping table.
 const MAX_RANGES: usize = 256;
 /// Capacity of the table of readable mappings of the main executable.
 const MAX_MAIN: usize = 16;
-/// How far above `sp` the first frame pointer may be.
-const FIRST_FP_LIMIT: u64 = 8 << 20;
-/// How far apart two consecutive frame pointers may be.
-const STEP_LIMIT: u64 = 1 << 20;
 /// How many words above `sp` the leaf heuristic looks at.
 const SCAN_WORDS: u64 = 32;
 /// How far past a function's entry the PC may be for a call to "target" it.
@@ -237,13 +235,16 @@ pub(crate) unsafe fn walk(regs: &Regs, maps: &ExecMaps, out: &mut [u64; MAX_DEPT
     let fp_ok =
         regs.fp.is_multiple_of(8) && regs.fp >= regs.sp && regs.fp - regs.sp < FIRST_FP_LIMIT;
     // Reserve out[1] for the heuristic caller; the chain goes to out[2..].
-    let n = if fp_ok {
-        // SAFETY: fp passed the bounds above; each next frame is checked by
-        // `follow_chain` before it is read.
-        2 + unsafe { follow_chain(regs.fp, u64::MAX, maps, &mut out[2..]) }
-    } else {
-        2
-    };
+    let mut n = 2;
+    if fp_ok {
+        // SAFETY: fp passed the bounds above, so fp..fp+16 is on the stack;
+        // `follow` keeps each next frame within its step limit.
+        n += unsafe {
+            framechain::follow(regs.fp, u64::MAX, &mut out[2..], |ret| {
+                maps.plausible_ret(ret)
+            })
+        };
+    }
     let first_ret = if n > 2 { Some(out[2]) } else { None };
     // SAFETY: same thread, registers from its ucontext.
     let caller = unsafe { leaf_caller(regs, maps, fp_ok) };
@@ -257,38 +258,6 @@ pub(crate) unsafe fn walk(regs: &Regs, maps: &ExecMaps, out: &mut [u64; MAX_DEPT
             n - 1
         }
     }
-}
-
-/// Follows the frame-pointer chain from `fp`, writing each return address
-/// into `out` (in order, callee first) until `out` is full or a check fails:
-/// every return address non-zero (and in a known executable mapping when the
-/// table is complete), every next frame pointer 8-byte aligned, strictly
-/// above the previous one and less than 1 MiB from it, and every frame
-/// (`fp..fp+16`) below `top`. Returns how many addresses were written.
-///
-/// # Safety
-/// `fp..fp+16` must be readable; so must every frame of the chain that
-/// passes the checks (callers bound it with `top`, or rely on the thread's
-/// stack being mapped for 1 MiB steps above a valid frame).
-unsafe fn follow_chain(mut fp: u64, top: u64, maps: &ExecMaps, out: &mut [u64]) -> usize {
-    let mut n = 0;
-    while n < out.len() && fp.checked_add(16).is_some_and(|end| end <= top) {
-        // SAFETY: guaranteed by the caller for the first frame, and by the
-        // checks below (and `top`) for every next one.
-        let next = unsafe { read_u64(fp) };
-        // SAFETY: as above.
-        let ret = unsafe { read_u64(fp + 8) };
-        if ret == 0 || !maps.plausible_ret(ret) {
-            break;
-        }
-        out[n] = ret;
-        n += 1;
-        if next == 0 || !next.is_multiple_of(8) || next <= fp || next - fp >= STEP_LIMIT {
-            break;
-        }
-        fp = next;
-    }
-    n
 }
 
 /// Walks the calling thread's own frame-pointer chain from `fp` (a frame
@@ -310,12 +279,12 @@ pub(crate) unsafe fn walk_own_stack(
     maps: &ExecMaps,
     out: &mut [u64],
 ) -> usize {
-    if !fp.is_multiple_of(8) || fp < sp || fp >= stack_top {
+    if !fp.is_multiple_of(8) || fp < sp || fp.checked_add(16).is_none_or(|end| end > stack_top) {
         return 0;
     }
-    // SAFETY: fp..fp+16 is checked against `stack_top` inside, and every
-    // frame lies in sp..stack_top, which the caller guarantees is mapped.
-    unsafe { follow_chain(fp, stack_top, maps, out) }
+    // SAFETY: fp..fp+16 lies in sp..stack_top, which the caller guarantees
+    // is mapped; `follow` keeps every next frame below `stack_top`.
+    unsafe { framechain::follow(fp, stack_top, out, |ret| maps.plausible_ret(ret)) }
 }
 
 /// The leaf heuristic (see the module documentation) on x86_64.

@@ -1,7 +1,8 @@
 //! `/debug/pprof/fds`: this process's open fds grouped by what they are (see
 //! `collect::fds`), with Go's parameter handling for a profile that has no
 //! delta form: `seconds` is refused, `debug=1` lists the groups, `debug=2`
-//! (or more) every fd; no `debug` (or 0) is the gzipped protobuf.
+//! (or more) every fd; no `debug` (or 0) is the gzipped protobuf. With the
+//! `fd-sites` feature the profile and `debug=2` carry creation sites.
 
 use axum::response::Response;
 
@@ -9,6 +10,7 @@ use super::pprof::delta_seconds;
 use super::{GoError, HttpState, atoi, attachment, form_value, text};
 use crate::collect::fds;
 use crate::resource::{ListOptions, Target, list_fds};
+use crate::symbolize::Symbolizer;
 
 /// Serves the fds profile.
 pub(crate) async fn fds_profile(
@@ -27,10 +29,11 @@ pub(crate) async fn fds_profile(
     let out = state
         .heavy(move || {
             let listing = list_fds(Target::SelfProcess, &ListOptions::default())?;
+            let symbolizer = Symbolizer::global();
             Ok::<_, crate::Error>(match debug {
-                ..=0 => Output::Profile(fds::build(&listing, None).encode_gzip()),
+                ..=0 => Output::Profile(fds::build_recorded(&listing, symbolizer).encode_gzip()),
                 1 => Output::Text(fds::groups_text(&listing)),
-                _ => Output::Text(fds::fds_text(&listing)),
+                _ => Output::Text(fds::fds_text_recorded(&listing, symbolizer)),
             })
         })
         .await??;
