@@ -255,7 +255,7 @@ async fn every_alert_names_the_code_that_leaks_with_the_built_in_rules() {
         },
         Expected {
             rule: "open_fds_growth",
-            function: "order_service::shipping::Dispatcher::dispatch",
+            function: "order_service::shipping::Dispatcher::dispatch::{{closure}}",
             file: "src/shipping.rs",
             line: line_of("shipping.rs", "TcpStream::connect(carrier)"),
         },
