@@ -25,7 +25,7 @@ fn growth(metric: &str, per_minute: f64) -> Rule {
         Condition::Growth {
             per_minute,
             critical_per_minute: None,
-            window_secs: 2.0,
+            window_secs: 3.0,
         },
     )
 }
@@ -242,7 +242,7 @@ async fn leaks_raise_rules_capture_evidence_and_recover() {
     assert!(
         texts
             .iter()
-            .any(|t| t.starts_with("[leakscope] warning: threads grow by")),
+            .any(|t| t.starts_with("[leakscope] warning: threads growing")),
         "{texts:#?}"
     );
     assert!(
