@@ -27,7 +27,7 @@
 //! | 3 | the values stay within 10% of `max` | Stable |
 //! | 4 | `|C|` is within 10% of `max` or within [`Z`] standard errors | Stable |
 //! | 5 | `C < 0` | Freed |
-//! | 6 | `Cr` is over [`Z`] standard errors of its own, the recent slope is at least half the overall slope, and the last value is above the one before (when growth at the recent rate would have shown in one interval: [`TAIL_SAMPLES`] samples' worth) | Growing |
+//! | 6 | `Cr` is over [`Z`] standard errors of its own, the recent slope is at least half the overall slope, and the last value is above the one before (when growth at the recent rate would have shown in one interval: six samples' worth) | Growing |
 //! | 7 | otherwise: it grew, then levelled off (a cache or pool filling up) | Saturating |
 //!
 //! With 2 points: rules 1 to 5, then Growing when the change is above the

@@ -87,6 +87,7 @@ struct State {
     /// fds profiles taken while the fd rules were `Ok`.
     fds_base: Baselines<Profile>,
     /// Tasks profiles taken while the task rules were `Ok`.
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
     tasks_base: Baselines<Profile>,
     /// Profiles compared by recent findings, newest last.
     kept: VecDeque<KeptProfile>,
