@@ -153,7 +153,16 @@ pub async fn post(
     timeout: Duration,
 ) -> Result<Response, ClientError> {
     let max = Connection::DEFAULT_MAX_BODY;
-    one_shot(addr, "POST", path, body, Vec::new(), (timeout, timeout), max).await
+    one_shot(
+        addr,
+        "POST",
+        path,
+        body,
+        Vec::new(),
+        (timeout, timeout),
+        max,
+    )
+    .await
 }
 
 /// POST `body` to `http://addr{path}` with extra request headers, such as
