@@ -17,7 +17,7 @@
 //! what serves the URL are single requests whose 404s are answers.
 
 use super::TargetState;
-use super::pull::{base_path, get_capped, probe};
+use super::pull::{base_path, get_capped, once};
 
 /// Largest answer read for a count: `/metrics`, `goroutine?debug=1`,
 /// `heap?debug=1` (whose `runtime.MemStats` lines come last, after every
@@ -86,7 +86,7 @@ fn is_agent_metrics(text: &str) -> bool {
 /// A probe's answer to GET `path`: its text when 2xx, `None` when the path
 /// is not served (4xx), an error when the target could not be asked.
 async fn ask(t: &TargetState, path: &str) -> Result<Option<String>, String> {
-    let r = probe(t, &format!("{}{path}", base_path(t)), TEXT_CAP).await?;
+    let r = once(t, &format!("{}{path}", base_path(t)), TEXT_CAP).await?;
     match r.status {
         200..=299 => Ok(Some(r.text())),
         400..=499 => Ok(None),
@@ -129,10 +129,16 @@ pub fn flavor(t: &TargetState) -> Flavor {
 }
 
 /// What serves the target's URL, finding out when it is not known for the
-/// current pid; with the `/metrics` text read on the way, if any.
+/// current pid; with the `/metrics` text read on the way, if any. Callers
+/// at the same time wait for one detection.
 pub async fn find_flavor(t: &TargetState) -> (Flavor, Option<String>) {
     let known = flavor(t);
     if known != Flavor::Unknown || t.endpoint.is_none() {
+        return (known, None);
+    }
+    let _one = t.detecting.lock().await;
+    let known = flavor(t);
+    if known != Flavor::Unknown {
         return (known, None);
     }
     let pid = t.monitor.view().pid;

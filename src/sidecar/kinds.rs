@@ -20,7 +20,7 @@
 //! [`explain::counts`]: leakscope_agent::explain::counts
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -32,8 +32,8 @@ use leakscope_agent::store::{NewSnapshot, Trigger};
 use leakscope_agent::watch::monitor::Levels;
 
 use super::baselines::{BASELINE_SPAN, Baselines};
-use super::counts::{Flavor, flavor};
-use super::pull::{base_path, get_capped};
+use super::counts::{Flavor, find_flavor};
+use super::pull::{base_path, get_capped, once};
 use super::threads::{DumpedThread, ThreadSample, parse, read_names, read_tids, thread_what};
 use super::{Event, Shared, TargetState};
 
@@ -121,11 +121,15 @@ pub struct Schedule {
     pub every: Duration,
     /// Whether the target has a pprof URL (tasks come only from one).
     pub has_url: bool,
+    /// True while a reading task runs: one at a time per target, however
+    /// slow its pulls.
+    pub busy: Arc<AtomicBool>,
 }
 
-/// The kinds due now.
-#[derive(Debug, Clone, Copy, Default)]
+/// The kinds due, and when they were found due (while healthy).
+#[derive(Debug, Clone, Copy)]
 struct Due {
+    at: Instant,
     fds: bool,
     tids: bool,
     tasks: bool,
@@ -150,9 +154,17 @@ pub fn on_sample(
     };
     let (w, now) = (schedule.watched, Instant::now());
     let every = schedule.every;
+    if schedule.busy.load(Ordering::Acquire) {
+        return;
+    }
     let due = {
         let mut r = lock(&schedule.readings);
-        let mut due = Due::default();
+        let mut due = Due {
+            at: now,
+            fds: false,
+            tids: false,
+            tasks: false,
+        };
         if w.fds && levels.ok_for(&["open_fds"]) && r.fds.due(every, now) {
             r.fds.start(now);
             due.fds = true;
@@ -172,15 +184,27 @@ pub fn on_sample(
     if !(due.fds || due.tids || due.tasks) {
         return;
     }
+    // Only the watch thread starts readings: no other can set it meanwhile.
+    schedule.busy.store(true, Ordering::Release);
     let (readings, link, sample) = (schedule.readings.clone(), link.clone(), sample.clone());
+    let busy = Busy(schedule.busy.clone());
     // The target is upgraded on the runtime, never on the watch thread
     // (whose monitor it may be the last owner of).
     runtime.spawn(async move {
-        let (Some(t), Some(_shared)) = (link.0.upgrade(), link.1.upgrade()) else {
-            return;
-        };
-        take_readings(&t, &readings, due, sample).await;
+        let _busy = busy;
+        if let (Some(t), Some(_shared)) = (link.0.upgrade(), link.1.upgrade()) {
+            take_readings(&t, &readings, due, sample).await;
+        }
     });
+}
+
+/// Clears a schedule's `busy` flag when the reading task ends, however.
+struct Busy(Arc<AtomicBool>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 async fn take_readings(
@@ -189,32 +213,40 @@ async fn take_readings(
     due: Due,
     sample: ResourceSample,
 ) {
-    let pid = sample.pid;
+    // Readings are kept as of when they were found due: while healthy.
+    let (pid, at) = (sample.pid, due.at);
     if due.tids {
         match blocking(move || read_tids(pid).map_err(|e| e.to_string())).await {
-            Ok(tids) => lock(readings)
-                .tids
-                .push(pid, Arc::new(tids), Instant::now()),
+            Ok(tids) => lock(readings).tids.push(pid, Arc::new(tids), at),
             Err(e) => tracing::debug!(pid, error = %e, "sidecar: no thread ids"),
         }
     }
     if due.fds {
         match read_fds(t, pid, Some(sample.clone())).await {
-            Ok(r) => lock(readings).fds.push(pid, r, Instant::now()),
+            Ok(r) => lock(readings).fds.push(pid, r, at),
             Err(e) => tracing::debug!(pid, error = %e, "sidecar: no fds listing"),
         }
     }
     if due.tasks {
-        match flavor(t) {
-            // Not known yet: again at the next sample.
+        match known_flavor(t).await {
+            // The URL did not answer: again at the next sample.
             Flavor::Unknown => lock(readings).tasks.retry(),
             Flavor::Agent => match read_agent(t, "/debug/pprof/tasks", Some(sample)).await {
-                Ok(r) => lock(readings).tasks.push(pid, r, Instant::now()),
+                Ok(r) => lock(readings).tasks.push(pid, r, at),
                 Err(e) => tracing::debug!(pid, error = %e, "sidecar: no tasks profile"),
             },
             Flavor::Go | Flavor::Other => {}
         }
     }
+}
+
+/// What serves the target's URL, asking it when that is not known yet for
+/// this pid (`Unknown` without a URL, or when it does not answer).
+async fn known_flavor(t: &TargetState) -> Flavor {
+    if t.endpoint.is_none() {
+        return Flavor::Unknown;
+    }
+    find_flavor(t).await.0
 }
 
 fn lock(readings: &Mutex<Readings>) -> std::sync::MutexGuard<'_, Readings> {
@@ -266,7 +298,7 @@ async fn read_fds(
     sample: Option<ResourceSample>,
 ) -> Result<Reading, String> {
     let mut note = None;
-    if flavor(t) == Flavor::Agent {
+    if known_flavor(t).await == Flavor::Agent {
         match read_agent(t, "/debug/pprof/fds", sample.clone()).await {
             Ok(r) => return Ok(r),
             Err(e) => {
@@ -378,7 +410,7 @@ pub async fn explain_tasks(
     sample: ResourceSample,
     labels: BTreeMap<String, String>,
 ) -> Option<Finding> {
-    if flavor(t) != Flavor::Agent {
+    if known_flavor(t).await != Flavor::Agent {
         return None;
     }
     let new = match read_agent(t, "/debug/pprof/tasks", Some(sample)).await {
@@ -453,7 +485,7 @@ pub async fn explain_threads(
              first one was taken)",
         );
     };
-    let kind = flavor(t);
+    let kind = known_flavor(t).await;
     let mut note = None;
     if kind == Flavor::Agent {
         match dump_threads(t).await {
@@ -577,10 +609,18 @@ fn named((_, name): &(u32, String)) -> ThreadSample<'_> {
     }
 }
 
-/// The agent's thread dump (`debug=2`), read.
+/// The agent's thread dump (`debug=2`), read: one request, not retried,
+/// since each dump signals every thread of the service.
 async fn dump_threads(t: &TargetState) -> Result<super::threads::ThreadDump, String> {
     let path = format!("{}/debug/pprof/threads?debug=2", base_path(t));
-    let r = get_capped(t, &path, THREAD_DUMP_CAP).await?;
+    let r = once(t, &path, THREAD_DUMP_CAP).await?;
+    if !(200..300).contains(&r.status) {
+        return Err(format!(
+            "GET {path}: HTTP {}: {}",
+            r.status,
+            r.text().lines().next().unwrap_or_default()
+        ));
+    }
     blocking(move || parse(&String::from_utf8_lossy(&r.body)).map_err(|e| e.to_string())).await
 }
 

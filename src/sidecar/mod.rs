@@ -248,6 +248,8 @@ pub struct TargetState {
     counts: Arc<Mutex<Vec<(&'static str, f64)>>>,
     /// What serves the pprof URL, and for which pid that was found.
     flavor: Mutex<(Option<u32>, counts::Flavor)>,
+    /// Held while finding out what serves the URL: one detection at a time.
+    detecting: tokio::sync::Mutex<()>,
     /// What names its leaks: reduced heap profiles, goroutine groups.
     evidence: Mutex<naming::Evidence>,
     /// The healthy readings of its threads, fds and tasks (shared with its
@@ -482,6 +484,7 @@ impl Sidecar {
                     watched: kinds::Watched::of(&spec.rules),
                     every: spec.evidence_every,
                     has_url: spec.pprof_url.is_some(),
+                    busy: Arc::default(),
                 },
             })];
             if let Some(sink) = &webhook {
@@ -516,6 +519,7 @@ impl Sidecar {
                 last_pull_error: Mutex::new(None),
                 counts,
                 flavor: Mutex::new((None, counts::Flavor::Unknown)),
+                detecting: tokio::sync::Mutex::new(()),
                 evidence: Mutex::new(naming::Evidence::default()),
                 readings,
                 last_heap: tokio::sync::Mutex::new(None),

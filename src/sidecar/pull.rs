@@ -111,11 +111,12 @@ fn describe_capped(path: &str, cap: usize, e: &ClientError) -> String {
     }
 }
 
-/// GET `path` once, any status returned, reading at most `cap` bytes: the
-/// probes that find out what serves the URL (a 404 there is an answer, not
-/// a failed pull, so they stay out of the endpoint's counters). Refused
-/// while the target's breaker is open.
-pub(super) async fn probe(t: &TargetState, path: &str, cap: usize) -> Result<Response, String> {
+/// GET `path` once, any status returned, reading at most `cap` bytes, out
+/// of the endpoint's retries and counters: for the probes that find out
+/// what serves the URL (a 404 there is an answer, not a failed pull) and
+/// for a request that must not be repeated (a thread dump signals every
+/// thread of the target). Refused while the target's breaker is open.
+pub(super) async fn once(t: &TargetState, path: &str, cap: usize) -> Result<Response, String> {
     let endpoint = t
         .endpoint
         .as_ref()
