@@ -78,6 +78,11 @@ pub struct WatchArgs {
     /// in use (0: never).
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub counts_every: Duration,
+    /// Time between the healthy readings that thread, fd and tokio-task
+    /// alerts are compared with (an fds or tasks profile; thread ids every
+    /// 10s at most); 0: none.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub evidence_every: Duration,
     /// Post alerts to this http:// webhook (JSON with a Slack-style `text`).
     #[arg(long, value_name = "URL")]
     pub webhook: Option<String>,
@@ -228,6 +233,7 @@ fn options(args: &WatchArgs) -> anyhow::Result<SidecarOptions> {
         spec.cpu_every = every(args.cpu_every);
         spec.cpu_seconds = args.cpu_seconds;
         spec.counts_every = args.counts_every;
+        spec.evidence_every = args.evidence_every;
         if let Some(r) = &rules {
             spec.rules = r.clone();
         }

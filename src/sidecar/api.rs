@@ -133,6 +133,7 @@ fn target_json(shared: &Shared, t: &TargetState) -> Value {
         "alerts_total": view.alerts_total,
         "last": view.last,
         "counts": counts,
+        "evidence": t.readings.lock().unwrap_or_else(|e| e.into_inner()).kept(),
         "pprof_url": t.endpoint.as_ref().map(|e| e.url().to_string()),
         "pulls": t.endpoint.as_ref().map(|e| e.stats()),
         "snapshots_total": t.snapshots_total.load(Ordering::Relaxed),

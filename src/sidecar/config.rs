@@ -66,6 +66,7 @@ struct TargetEntry {
     cpu_every_secs: Option<f64>,
     cpu_seconds: Option<u32>,
     counts_every_secs: Option<f64>,
+    evidence_every_secs: Option<f64>,
     rules_file: Option<PathBuf>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
@@ -157,6 +158,12 @@ pub fn parse(text: &str, origin: &str, base_dir: &Path) -> Result<ConfigFile, St
             &format!("{at}: counts_every_secs"),
         )?
         .unwrap_or(Duration::ZERO);
+        spec.evidence_every = every(
+            e.evidence_every_secs,
+            Some(spec.evidence_every),
+            &format!("{at}: evidence_every_secs"),
+        )?
+        .unwrap_or(Duration::ZERO);
         spec.rules = match e.rules_file {
             Some(f) => rules_from_file(&base_dir.join(f)).map_err(|err| format!("{at}: {err}"))?,
             None => shared_rules.clone(),
@@ -229,6 +236,7 @@ labels = { team = "pay" }
 [[target]]
 name = "db"
 pid = 42
+evidence_every_secs = 0
 
 [[rule]]
 name = "threads_high"
@@ -249,6 +257,11 @@ above = { warning = 10 }
             Some(TargetSpec::DEFAULT_HEAP_EVERY)
         );
         assert_eq!(c.targets[1].rules.len(), 1);
+        assert_eq!(c.targets[1].evidence_every, Duration::ZERO);
+        assert_eq!(
+            c.targets[0].evidence_every,
+            TargetSpec::DEFAULT_EVIDENCE_EVERY
+        );
         assert_eq!(c.targets[1].rules[0].name, "threads_high");
         assert_eq!(c.sidecar.data_dir, Some(PathBuf::from("/etc/ls/data")));
     }

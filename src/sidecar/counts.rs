@@ -12,10 +12,12 @@
 //! An agent is recognised first (its `/metrics` has `leakscope_` series, or
 //! it answers `/debug/pprof/tasks`), since agents also serve a goroutine
 //! profile under Go's name. What a target is, is found again when its pid
-//! changes. Every read is capped in size ([`TEXT_CAP`]).
+//! changes. Every read is capped in size ([`TEXT_CAP`]); the reads go
+//! through the target's endpoint (retries, breaker), the probes that find
+//! what serves the URL are single requests whose 404s are answers.
 
 use super::TargetState;
-use super::pull::{base_path, get_capped};
+use super::pull::{base_path, get_capped, once};
 
 /// Largest answer read for a count: `/metrics`, `goroutine?debug=1`,
 /// `heap?debug=1` (whose `runtime.MemStats` lines come last, after every
@@ -81,15 +83,23 @@ fn is_agent_metrics(text: &str) -> bool {
     text.lines().any(|l| l.starts_with("leakscope_"))
 }
 
-/// The answer to GET `path`: its text when 2xx, `None` when the path is
-/// not served (4xx), an error when the target could not be asked.
+/// A probe's answer to GET `path`: its text when 2xx, `None` when the path
+/// is not served (4xx), an error when the target could not be asked.
 async fn ask(t: &TargetState, path: &str) -> Result<Option<String>, String> {
-    let r = get_capped(t, &format!("{}{path}", base_path(t)), TEXT_CAP).await?;
+    let r = once(t, &format!("{}{path}", base_path(t)), TEXT_CAP).await?;
     match r.status {
         200..=299 => Ok(Some(r.text())),
         400..=499 => Ok(None),
         s => Err(format!("GET {path}: HTTP {s}")),
     }
+}
+
+/// The text of `path` read through the endpoint, `None` when it failed.
+async fn read_text(t: &TargetState, path: &str) -> Option<String> {
+    get_capped(t, &format!("{}{path}", base_path(t)), TEXT_CAP)
+        .await
+        .ok()
+        .map(|r| r.text())
 }
 
 /// Finds what serves the target's URL; `Unknown` when it did not answer.
@@ -119,10 +129,16 @@ pub fn flavor(t: &TargetState) -> Flavor {
 }
 
 /// What serves the target's URL, finding out when it is not known for the
-/// current pid; with the `/metrics` text read on the way, if any.
+/// current pid; with the `/metrics` text read on the way, if any. Callers
+/// at the same time wait for one detection.
 pub async fn find_flavor(t: &TargetState) -> (Flavor, Option<String>) {
     let known = flavor(t);
     if known != Flavor::Unknown || t.endpoint.is_none() {
+        return (known, None);
+    }
+    let _one = t.detecting.lock().await;
+    let known = flavor(t);
+    if known != Flavor::Unknown {
         return (known, None);
     }
     let pid = t.monitor.view().pid;
@@ -142,7 +158,7 @@ pub async fn read(t: &TargetState) {
         Flavor::Agent => {
             let text = match metrics {
                 Some(text) => Some(text),
-                None => ask(t, "/metrics").await.ok().flatten(),
+                None => read_text(t, "/metrics").await,
             };
             if let Some(text) = text {
                 if let Some(n) = prom_value(&text, "leakscope_tokio_alive_tasks", None) {
@@ -159,12 +175,12 @@ pub async fn read(t: &TargetState) {
             }
         }
         Flavor::Go => {
-            if let Ok(Some(text)) = ask(t, "/debug/pprof/goroutine?debug=1").await
+            if let Some(text) = read_text(t, "/debug/pprof/goroutine?debug=1").await
                 && let Some(n) = goroutine_total(&text)
             {
                 set_count(t, "goroutines", n);
             }
-            if let Ok(Some(text)) = ask(t, "/debug/pprof/heap?debug=1").await
+            if let Some(text) = read_text(t, "/debug/pprof/heap?debug=1").await
                 && let Some(n) = heap_alloc(&text)
             {
                 set_count(t, "heap_bytes", n);

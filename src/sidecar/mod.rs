@@ -16,16 +16,21 @@
 //!
 //! and stores every profile in one [`Store`] with its trigger and the
 //! resource sample at capture. [`api`] serves all of it over HTTP. When a
-//! heap or goroutine rule goes up, the `naming` module names the leak
-//! (function and file:line) for the alert.
+//! heap, goroutine, thread, fd or tokio-task rule goes up, the `naming`
+//! module names the leak (function and file:line, or what grew when the
+//! code cannot be known from outside) for the alert; the healthy readings
+//! of threads, fds and tasks it compares with are taken by `kinds`.
 
 pub mod api;
+mod baselines;
 pub mod config;
 mod counts;
 pub mod goroutines;
+mod kinds;
 pub mod locate;
 mod naming;
 mod pull;
+pub mod threads;
 #[cfg(feature = "viewer")]
 pub mod ui;
 
@@ -49,7 +54,9 @@ use leakscope_agent::watch::monitor::{
 use leakscope_agent::watch::rules::{Rule, Transition, default_rules};
 use regex::Regex;
 
+pub use baselines::{BASELINE_SPAN, MAX_BASELINES};
 pub use counts::TEXT_CAP as COUNTS_TEXT_CAP;
+pub use kinds::{COUNT_PROFILE_CAP, THREAD_DUMP_CAP, THREAD_IDS_EVERY};
 pub use naming::{EXPLAIN_TIMEOUT, GOROUTINE_DUMP_CAP, GOROUTINE_RING, HEAP_RING};
 pub use pull::{PROFILE_KINDS, SnapshotError};
 
@@ -98,6 +105,11 @@ pub struct TargetSpec {
     /// agent) count and of the heap in use from the pprof endpoint; zero
     /// for never.
     pub counts_every: Duration,
+    /// Time between the healthy readings that thread, fd and tokio-task
+    /// alerts are compared with (an fds profile, a tasks profile; thread
+    /// ids every 10 s at most); zero for none (those alerts then name
+    /// nothing).
+    pub evidence_every: Duration,
 }
 
 impl TargetSpec {
@@ -107,6 +119,8 @@ impl TargetSpec {
     pub const DEFAULT_CPU_SECONDS: u32 = 10;
     /// Default [`TargetSpec::counts_every`].
     pub const DEFAULT_COUNTS_EVERY: Duration = Duration::from_secs(5);
+    /// Default [`TargetSpec::evidence_every`].
+    pub const DEFAULT_EVIDENCE_EVERY: Duration = Duration::from_secs(60);
 
     /// A target with the default rules and schedule.
     pub fn new(name: impl Into<String>, selector: Selector) -> TargetSpec {
@@ -120,6 +134,7 @@ impl TargetSpec {
             cpu_every: None,
             cpu_seconds: Self::DEFAULT_CPU_SECONDS,
             counts_every: Self::DEFAULT_COUNTS_EVERY,
+            evidence_every: Self::DEFAULT_EVIDENCE_EVERY,
         }
     }
 }
@@ -233,8 +248,13 @@ pub struct TargetState {
     counts: Arc<Mutex<Vec<(&'static str, f64)>>>,
     /// What serves the pprof URL, and for which pid that was found.
     flavor: Mutex<(Option<u32>, counts::Flavor)>,
+    /// Held while finding out what serves the URL: one detection at a time.
+    detecting: tokio::sync::Mutex<()>,
     /// What names its leaks: reduced heap profiles, goroutine groups.
     evidence: Mutex<naming::Evidence>,
+    /// The healthy readings of its threads, fds and tasks (shared with its
+    /// watch hook, which starts them).
+    readings: Arc<Mutex<kinds::Readings>>,
     /// The last heap profile pulled, for the growth line of the next one.
     last_heap: tokio::sync::Mutex<Option<leakscope_agent::profile::Profile>>,
 }
@@ -347,23 +367,45 @@ fn validate(opts: &SidecarOptions) -> Result<(), StartError> {
     Ok(())
 }
 
-/// The monitor hook of one target: events, the webhook, breach pulls.
+/// The monitor hook of one target: events, the webhook, breach pulls, the
+/// healthy readings and the findings.
 struct Hook {
     target: String,
     events: EventSink,
     /// Set once the target state exists (the monitor starts first).
     state: Arc<std::sync::OnceLock<(std::sync::Weak<TargetState>, std::sync::Weak<Shared>)>>,
     runtime: tokio::runtime::Handle,
+    /// The healthy readings of threads, fds and tasks to start.
+    schedule: kinds::Schedule,
 }
 
 impl WatchHook for Hook {
-    fn explain(&self, transition: &Transition, _sample: &ResourceSample) -> Option<Finding> {
-        // Threads, fds and tokio tasks name nothing yet (see naming::Kind).
+    fn on_sample(
+        &self,
+        sample: &ResourceSample,
+        levels: &leakscope_agent::watch::monitor::Levels<'_>,
+    ) {
+        kinds::on_sample(
+            &self.schedule,
+            &self.runtime,
+            self.state.get(),
+            sample,
+            levels,
+        );
+    }
+
+    fn explain(&self, transition: &Transition, sample: &ResourceSample) -> Option<Finding> {
         let kind = naming::Kind::of(&transition.metric)?;
         let (t, shared) = self.state.get()?;
         let (t, shared) = (t.upgrade()?, shared.upgrade()?);
-        t.endpoint.as_ref()?;
-        naming::explain_blocking(&self.runtime, shared, t, kind, transition.rule.clone())
+        naming::explain_blocking(
+            &self.runtime,
+            shared,
+            t,
+            kind,
+            transition.rule.clone(),
+            sample.clone(),
+        )
     }
 
     fn on_transition(&self, transition: &Transition, _sample: &ResourceSample) {
@@ -431,11 +473,19 @@ impl Sidecar {
                 Box::new(move || counts.lock().unwrap_or_else(|e| e.into_inner()).clone())
             };
             let link = Arc::new(std::sync::OnceLock::new());
+            let readings: Arc<Mutex<kinds::Readings>> = Arc::default();
             let mut hooks: Vec<Arc<dyn WatchHook>> = vec![Arc::new(Hook {
                 target: spec.name.clone(),
                 events: events.clone(),
                 state: link.clone(),
                 runtime: runtime.clone(),
+                schedule: kinds::Schedule {
+                    readings: readings.clone(),
+                    watched: kinds::Watched::of(&spec.rules),
+                    every: spec.evidence_every,
+                    has_url: spec.pprof_url.is_some(),
+                    busy: Arc::default(),
+                },
             })];
             if let Some(sink) = &webhook {
                 hooks.push(Arc::new(WebhookHook {
@@ -469,7 +519,9 @@ impl Sidecar {
                 last_pull_error: Mutex::new(None),
                 counts,
                 flavor: Mutex::new((None, counts::Flavor::Unknown)),
+                detecting: tokio::sync::Mutex::new(()),
                 evidence: Mutex::new(naming::Evidence::default()),
+                readings,
                 last_heap: tokio::sync::Mutex::new(None),
             }));
             links.push(link);

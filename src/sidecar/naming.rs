@@ -17,7 +17,8 @@
 //!   for the viewer and `go tool pprof`. An alert pulls both again and
 //!   compares with the earliest healthy pull within the rule's window.
 //!
-//! The other metrics (threads, fds, tokio tasks) name nothing yet.
+//! - **Threads, fds, tokio tasks**: healthy readings while the kind's rules
+//!   are `ok`, one at the alert, compared ([`super::kinds`]).
 //!
 //! [`explain::heap::reduce`]: leakscope_agent::explain::heap::reduce
 //! [`explain::heap::site_trends`]: leakscope_agent::explain::heap::site_trends
@@ -29,13 +30,14 @@ use std::time::Duration;
 
 use leakscope_agent::explain::Finding;
 use leakscope_agent::explain::heap::{HeapSnapshot, finding as heap_finding, site_trends};
+use leakscope_agent::resource::ResourceSample;
 use leakscope_agent::store::Trigger;
 use leakscope_agent::watch::rules::{Condition, Level};
 
 use super::counts::{Flavor, flavor};
 use super::goroutines::{Group, finding as goroutine_finding, group, parse};
 use super::pull::{base_path, get_capped, snapshot, unix_now};
-use super::{Event, Shared, TargetState};
+use super::{Event, Shared, TargetState, kinds};
 
 /// Heap snapshots kept per target: half an hour at one a minute.
 pub const HEAP_RING: usize = 30;
@@ -55,6 +57,12 @@ pub enum Kind {
     Heap,
     /// Goroutine dumps.
     Goroutine,
+    /// Thread ids and an agent's thread dump, or thread names.
+    Threads,
+    /// fds profiles (an agent's, or the sidecar's listing of /proc).
+    Fds,
+    /// An agent's tasks profiles.
+    Tasks,
 }
 
 impl Kind {
@@ -63,10 +71,9 @@ impl Kind {
         match metric {
             "heap_bytes" | "rss_bytes" => Some(Kind::Heap),
             "goroutines" => Some(Kind::Goroutine),
-            // TODO(lead): threads (a leakscope agent's /debug/pprof/threads,
-            // or a thread listing from /proc), open_fds (the fds profile, or
-            // the sidecar's own listing of /proc/PID/fd) and tokio_tasks
-            // (an agent's /debug/pprof/tasks) go here.
+            "threads" => Some(Kind::Threads),
+            "open_fds" => Some(Kind::Fds),
+            "tokio_tasks" => Some(Kind::Tasks),
             _ => None,
         }
     }
@@ -75,6 +82,9 @@ impl Kind {
         match self {
             Kind::Heap => ("heap", "bytes"),
             Kind::Goroutine => ("goroutine", "goroutines"),
+            Kind::Threads => ("threads", "threads"),
+            Kind::Fds => ("fds", "fds"),
+            Kind::Tasks => ("tasks", "tasks"),
         }
     }
 }
@@ -226,13 +236,6 @@ pub async fn pull_goroutines(
     let path = format!("{}/debug/pprof/goroutine?debug=2", base_path(t));
     let dump = async {
         let r = get_capped(t, &path, GOROUTINE_DUMP_CAP).await?;
-        if !(200..300).contains(&r.status) {
-            return Err(format!(
-                "GET {path}: HTTP {}: {}",
-                r.status,
-                r.text().lines().next().unwrap_or_default()
-            ));
-        }
         let at = unix_now();
         let groups = tokio::task::spawn_blocking(move || {
             let text = String::from_utf8_lossy(&r.body);
@@ -272,7 +275,12 @@ pub async fn pull_goroutines(
 }
 
 /// The viewer's diff of two stored snapshots, as a full URL.
-fn diff_url(shared: &Shared, base: &str, new: &str, sample_type: &str) -> Option<String> {
+pub(super) fn diff_url(
+    shared: &Shared,
+    base: &str,
+    new: &str,
+    sample_type: &str,
+) -> Option<String> {
     if !cfg!(feature = "viewer") {
         return None;
     }
@@ -282,24 +290,35 @@ fn diff_url(shared: &Shared, base: &str, new: &str, sample_type: &str) -> Option
     ))
 }
 
-/// The finding for an alert of `kind` raised by `rule` on `t`.
+/// The finding for an alert of `kind` raised by `rule` on `t`, whose
+/// process is the one of `sample`.
 pub async fn explain(
     shared: Arc<Shared>,
     t: Arc<TargetState>,
     kind: Kind,
     rule: String,
+    sample: ResourceSample,
 ) -> Option<Finding> {
-    t.endpoint.as_ref()?;
     let labels = BTreeMap::from([("rule".to_owned(), rule)]);
+    let pid = sample.pid;
     match kind {
-        Kind::Heap => Some(explain_heap(&shared, &t, labels).await),
+        Kind::Heap => {
+            t.endpoint.as_ref()?;
+            Some(explain_heap(&shared, &t, labels).await)
+        }
         Kind::Goroutine => {
             // TODO(lead): a leakscope agent's goroutine profile (its tasks
             // under Go's name) has no debug=2 dump of this shape yet.
-            if flavor(&t) != Flavor::Go {
+            if t.endpoint.is_none() || flavor(&t) != Flavor::Go {
                 return None;
             }
             Some(explain_goroutines(&shared, &t, labels).await)
+        }
+        Kind::Fds => Some(kinds::explain_fds(&shared, &t, pid, sample, labels).await),
+        Kind::Threads => Some(kinds::explain_threads(&shared, &t, pid, sample, labels).await),
+        Kind::Tasks => {
+            t.endpoint.as_ref()?;
+            kinds::explain_tasks(&shared, &t, pid, sample, labels).await
         }
     }
 }
@@ -382,6 +401,7 @@ pub fn explain_blocking(
     t: Arc<TargetState>,
     kind: Kind,
     rule: String,
+    sample: ResourceSample,
 ) -> Option<Finding> {
     let (what, unit) = kind.names();
     if tokio::runtime::Handle::try_current().is_ok() {
@@ -396,7 +416,8 @@ pub fn explain_blocking(
     // The task owns the target from here: it is released on the runtime,
     // never on the watch thread (whose monitor it may be the last owner of).
     runtime.spawn(async move {
-        let out = tokio::time::timeout(EXPLAIN_TIMEOUT, explain(shared, t, kind, rule)).await;
+        let found = explain(shared, t, kind, rule, sample);
+        let out = tokio::time::timeout(EXPLAIN_TIMEOUT, found).await;
         let _ = tx.send(out.ok());
     });
     match rx.recv_timeout(EXPLAIN_TIMEOUT + Duration::from_secs(1)) {
@@ -483,6 +504,9 @@ mod tests {
         assert_eq!(Kind::of("heap_bytes"), Some(Kind::Heap));
         assert_eq!(Kind::of("rss_bytes"), Some(Kind::Heap));
         assert_eq!(Kind::of("goroutines"), Some(Kind::Goroutine));
-        assert_eq!(Kind::of("threads"), None);
+        assert_eq!(Kind::of("threads"), Some(Kind::Threads));
+        assert_eq!(Kind::of("open_fds"), Some(Kind::Fds));
+        assert_eq!(Kind::of("tokio_tasks"), Some(Kind::Tasks));
+        assert_eq!(Kind::of("cpu_seconds"), None);
     }
 }

@@ -81,17 +81,42 @@ pub(super) fn base_path(t: &TargetState) -> String {
     path.strip_suffix("/debug/pprof").unwrap_or(path).to_owned()
 }
 
-/// GET `path` from the target's server, reading at most `cap` bytes of
-/// body (a larger answer is an error that says so). One attempt within the
-/// policy's timeouts, refused while the target's breaker is open; any
-/// status is returned.
-// TODO(lead): an `Endpoint` request with its own body cap would give these
-// reads the endpoint's retries, breaker and counters too.
+/// GET `path` from the target's server through its endpoint (timeouts,
+/// retries, breaker, counters), reading at most `cap` bytes of body; an
+/// answer that is not 2xx, or a larger one, is an error that says so.
 pub(super) async fn get_capped(
     t: &TargetState,
     path: &str,
     cap: usize,
 ) -> Result<Response, String> {
+    let endpoint = t
+        .endpoint
+        .as_ref()
+        .ok_or_else(|| format!("target {:?} has no pprof URL", t.spec.name))?;
+    endpoint
+        .get_capped(path, None, cap)
+        .await
+        .map_err(|e| describe_capped(path, cap, &e))
+}
+
+/// A capped pull's error in words: one over the cap names the cap.
+fn describe_capped(path: &str, cap: usize, e: &ClientError) -> String {
+    if e.is_body_too_large() {
+        format!(
+            "GET {path}: the answer is larger than the sidecar's cap of {} MiB for it",
+            cap >> 20
+        )
+    } else {
+        e.to_string()
+    }
+}
+
+/// GET `path` once, any status returned, reading at most `cap` bytes, out
+/// of the endpoint's retries and counters: for the probes that find out
+/// what serves the URL (a 404 there is an answer, not a failed pull) and
+/// for a request that must not be repeated (a thread dump signals every
+/// thread of the target). Refused while the target's breaker is open.
+pub(super) async fn once(t: &TargetState, path: &str, cap: usize) -> Result<Response, String> {
     let endpoint = t
         .endpoint
         .as_ref()
@@ -107,13 +132,9 @@ pub(super) async fn get_capped(
         .await
         .map_err(|e| e.to_string())?
         .with_max_body(cap);
-    conn.get(path, policy.timeout).await.map_err(|e| match e {
-        ClientError::BadResponse { message, .. } if message.starts_with("body larger") => format!(
-            "GET {path}: the answer is larger than the sidecar's cap of {} MiB for it",
-            cap >> 20
-        ),
-        e => e.to_string(),
-    })
+    conn.get(path, policy.timeout)
+        .await
+        .map_err(|e| describe_capped(path, cap, &e))
 }
 
 /// Now, in Unix seconds.

@@ -64,7 +64,7 @@ impl Drop for Proc {
 
 /// Spawns `cmd` with stdout piped and waits (up to 60 s) for a line
 /// containing `marker`; returns the process and that line.
-fn spawn_until(mut cmd: Command, marker: &str) -> (Proc, String) {
+pub fn spawn_until(mut cmd: Command, marker: &str) -> (Proc, String) {
     cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
     // A binary just copied may still be open for writing in a child that
     // another test thread forked meanwhile (ETXTBSY until it execs).

@@ -12,8 +12,9 @@
 //! breaker, failure opens it again.
 //!
 //! Answers 2xx are successes. 5xx, 408 and 429 answers, timeouts and I/O
-//! errors are retried; other 4xx answers are final (retrying cannot help)
-//! and count as a failed delivery.
+//! errors are retried; other 4xx answers, and bodies over the cap of
+//! [`Endpoint::get_capped`], are final (retrying cannot help) and count as a
+//! failed delivery.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use super::backoff::{Backoff, BreakerState, CircuitBreaker, XorShift};
 use super::url::HttpUrl;
-use super::{ClientError, Response};
+use super::{ClientError, Connection, Response};
 
 /// Timeouts, retries and breaker settings of an [`Endpoint`].
 #[derive(Debug, Clone, PartialEq)]
@@ -193,7 +194,22 @@ impl Endpoint {
         path: &str,
         timeout: Option<Duration>,
     ) -> Result<Response, ClientError> {
-        self.request("GET", path, &[], &[], timeout).await
+        let max = Connection::DEFAULT_MAX_BODY;
+        self.request("GET", path, &[], &[], timeout, max).await
+    }
+
+    /// [`Endpoint::get`] reading at most `max_body` bytes of body: a larger
+    /// answer fails at once, without retries, with an error for which
+    /// [`ClientError::is_body_too_large`] is true (and counts as a failed
+    /// delivery). For answers whose size the server decides, such as a
+    /// goroutine dump.
+    pub async fn get_capped(
+        &self,
+        path: &str,
+        timeout: Option<Duration>,
+        max_body: usize,
+    ) -> Result<Response, ClientError> {
+        self.request("GET", path, &[], &[], timeout, max_body).await
     }
 
     /// POST `body` to `path` with extra headers (see
@@ -204,7 +220,8 @@ impl Endpoint {
         body: &[u8],
         headers: &[(&str, &str)],
     ) -> Result<Response, ClientError> {
-        self.request("POST", path, body, headers, None).await
+        let max = Connection::DEFAULT_MAX_BODY;
+        self.request("POST", path, body, headers, None, max).await
     }
 
     async fn request(
@@ -214,6 +231,7 @@ impl Endpoint {
         body: &[u8],
         headers: &[(&str, &str)],
         timeout: Option<Duration>,
+        max_body: usize,
     ) -> Result<Response, ClientError> {
         let i = &self.inner;
         let (allowed, trial) = {
@@ -242,7 +260,8 @@ impl Endpoint {
                 let r = i.rng.lock().unwrap_or_else(|e| e.into_inner()).next_f64();
                 tokio::time::sleep(i.policy.backoff.delay(attempt - 1, r)).await;
             }
-            match self.attempt(method, path, body, headers, timeout).await {
+            let sent = self.attempt(method, path, body, headers, (timeout, max_body));
+            match sent.await {
                 Ok(response) => {
                     i.ok.fetch_add(1, Relaxed);
                     i.breaker
@@ -281,7 +300,7 @@ impl Endpoint {
         path: &str,
         body: &[u8],
         headers: &[(&str, &str)],
-        timeout: Duration,
+        (timeout, max_body): (Duration, usize),
     ) -> Result<Response, Attempt> {
         let i = &self.inner;
         let connect_timeout = i.policy.connect_timeout.min(timeout);
@@ -301,9 +320,16 @@ impl Endpoint {
                 source,
             })
         })?;
-        let response = super::one_shot(addr, method, path, body, checked, connect_timeout, timeout)
+        let timeouts = (connect_timeout, timeout);
+        let response = super::one_shot(addr, method, path, body, checked, timeouts, max_body)
             .await
-            .map_err(Attempt::Retry)?;
+            .map_err(|e| {
+                if e.is_body_too_large() {
+                    Attempt::Final(e)
+                } else {
+                    Attempt::Retry(e)
+                }
+            })?;
         match response.status {
             200..=299 => Ok(response),
             status => {
@@ -327,5 +353,66 @@ impl Endpoint {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use axum::Router;
+    use axum::routing::get;
+
+    use super::super::backoff::Backoff;
+    use super::*;
+
+    #[tokio::test]
+    async fn a_capped_get_fails_once_over_its_cap_and_passes_under_it() {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        let app = Router::new().route(
+            "/dump",
+            get(move || {
+                counted.fetch_add(1, Relaxed);
+                async { "x".repeat(10_000) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let url = HttpUrl::parse(&format!("http://{addr}")).expect("url");
+        let backoff = Backoff {
+            base: Duration::from_millis(1),
+            max: Duration::from_millis(5),
+        };
+        let endpoint = Endpoint::new(url, RetryPolicy::default().retries(3, backoff));
+
+        let e = endpoint
+            .get_capped("/dump", None, 1000)
+            .await
+            .expect_err("over the cap");
+        assert!(e.is_body_too_large(), "{e}");
+        assert!(e.to_string().contains("body larger than 1000 bytes"), "{e}");
+        // Asked once: a larger answer is not retried.
+        assert_eq!(hits.load(Relaxed), 1);
+        let s = endpoint.stats();
+        assert_eq!((s.failed, s.failed_attempts, s.retries), (1, 1, 0), "{s:?}");
+
+        let r = endpoint
+            .get_capped("/dump", None, 10_000)
+            .await
+            .expect("at the cap");
+        assert_eq!(r.body.len(), 10_000);
+        assert_eq!(hits.load(Relaxed), 2);
+        assert_eq!(endpoint.stats().ok, 1);
+        // Other errors keep their kind.
+        let e = endpoint
+            .get_capped("/nothing", None, 10)
+            .await
+            .expect_err("404");
+        assert!(!e.is_body_too_large(), "{e}");
+        assert!(matches!(e, ClientError::Status { status: 404, .. }), "{e}");
     }
 }

@@ -126,11 +126,20 @@ pub enum ClientError {
     },
 }
 
+impl ClientError {
+    /// True when the answer's body was larger than the cap the request was
+    /// made with ([`Connection::with_max_body`], [`Endpoint::get_capped`]).
+    pub fn is_body_too_large(&self) -> bool {
+        matches!(self, ClientError::BadResponse { message, .. } if message.starts_with(wire::TOO_LARGE))
+    }
+}
+
 /// GET `http://addr{path}` on a fresh connection, closed afterwards.
 ///
 /// `timeout` bounds the whole exchange, connecting included.
 pub async fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Response, ClientError> {
-    one_shot(addr, "GET", path, &[], Vec::new(), timeout, timeout).await
+    let max = Connection::DEFAULT_MAX_BODY;
+    one_shot(addr, "GET", path, &[], Vec::new(), (timeout, timeout), max).await
 }
 
 /// POST `body` to `http://addr{path}` on a fresh connection, closed
@@ -143,7 +152,17 @@ pub async fn post(
     body: &[u8],
     timeout: Duration,
 ) -> Result<Response, ClientError> {
-    one_shot(addr, "POST", path, body, Vec::new(), timeout, timeout).await
+    let max = Connection::DEFAULT_MAX_BODY;
+    one_shot(
+        addr,
+        "POST",
+        path,
+        body,
+        Vec::new(),
+        (timeout, timeout),
+        max,
+    )
+    .await
 }
 
 /// POST `body` to `http://addr{path}` with extra request headers, such as
@@ -169,7 +188,8 @@ pub async fn post_with_headers(
         path: path.to_owned(),
         source,
     })?;
-    one_shot(addr, "POST", path, body, extra, timeout, timeout).await
+    let max = Connection::DEFAULT_MAX_BODY;
+    one_shot(addr, "POST", path, body, extra, (timeout, timeout), max).await
 }
 
 /// Checks extra request headers: no reserved names (`Content-Length`,
@@ -198,19 +218,21 @@ fn check_headers(headers: &[(&str, &str)]) -> io::Result<Vec<(String, String)>> 
     Ok(extra)
 }
 
+/// One request on a fresh connection; `timeouts` are (connect, whole
+/// exchange), `max_body` the largest body read.
 async fn one_shot(
     addr: SocketAddr,
     method: &'static str,
     path: &str,
     body: &[u8],
     headers: Vec<(String, String)>,
-    connect_timeout: Duration,
-    timeout: Duration,
+    (connect_timeout, timeout): (Duration, Duration),
+    max_body: usize,
 ) -> Result<Response, ClientError> {
     let mut conn = Connection {
         addr,
         connect_timeout,
-        max_body: Connection::DEFAULT_MAX_BODY,
+        max_body,
         stream: None,
         keep_alive: false,
         line: Vec::new(),

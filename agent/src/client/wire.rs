@@ -218,6 +218,10 @@ pub(super) async fn read_chunked<R: AsyncBufRead + Unpin>(
     }
 }
 
+/// How the message of a body over the cap starts (see
+/// [`ClientError::is_body_too_large`](super::ClientError::is_body_too_large)).
+pub(super) const TOO_LARGE: &str = "body larger than ";
+
 pub(super) fn too_large(max_body: usize) -> Failure {
-    Failure::Bad(format!("body larger than {max_body} bytes"))
+    Failure::Bad(format!("{TOO_LARGE}{max_body} bytes"))
 }
