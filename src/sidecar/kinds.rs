@@ -31,11 +31,12 @@ use leakscope_agent::resource::{ResourceSample, Target};
 use leakscope_agent::store::{NewSnapshot, Trigger};
 use leakscope_agent::watch::monitor::Levels;
 
-use super::baselines::{BASELINE_SPAN, Baselines};
 use super::counts::{Flavor, find_flavor};
 use super::pull::{base_path, get_capped, once};
 use super::threads::{DumpedThread, ThreadSample, parse, read_names, read_tids, thread_what};
 use super::{Event, Shared, TargetState};
+use leakscope_agent::tasks::SITES_UNKNOWN;
+use leakscope_agent::watch::baselines::{BASELINE_SPAN, Baselines};
 
 /// Largest fds or tasks profile read from an agent.
 pub const COUNT_PROFILE_CAP: usize = 32 << 20;
@@ -44,9 +45,6 @@ pub const COUNT_PROFILE_CAP: usize = 32 << 20;
 pub const THREAD_DUMP_CAP: usize = 16 << 20;
 /// Longest time between readings of the thread ids while healthy.
 pub const THREAD_IDS_EVERY: Duration = Duration::from_secs(10);
-
-/// The frame of an agent's tasks profile when it records no spawn sites.
-const SITES_UNKNOWN: &str = "<tokio tasks: spawn sites unknown";
 
 /// Where a reading came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

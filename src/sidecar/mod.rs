@@ -22,7 +22,6 @@
 //! of threads, fds and tasks it compares with are taken by `kinds`.
 
 pub mod api;
-mod baselines;
 pub mod config;
 mod counts;
 pub mod goroutines;
@@ -54,9 +53,9 @@ use leakscope_agent::watch::monitor::{
 use leakscope_agent::watch::rules::{Rule, Transition, default_rules};
 use regex::Regex;
 
-pub use baselines::{BASELINE_SPAN, MAX_BASELINES};
 pub use counts::TEXT_CAP as COUNTS_TEXT_CAP;
 pub use kinds::{COUNT_PROFILE_CAP, THREAD_DUMP_CAP, THREAD_IDS_EVERY};
+pub use leakscope_agent::watch::baselines::{BASELINE_SPAN, MAX_BASELINES};
 pub use naming::{EXPLAIN_TIMEOUT, GOROUTINE_DUMP_CAP, GOROUTINE_RING, HEAP_RING};
 pub use pull::{PROFILE_KINDS, SnapshotError};
 

@@ -189,28 +189,12 @@ fn split_place(place: &str) -> (String, i64) {
     }
 }
 
-/// `name` with each run of ASCII digits replaced by `N`, so the threads of
-/// one pool (`conn-1`, `conn-2`) group together.
-pub fn fold_digits(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut in_digits = false;
-    for c in name.chars() {
-        if c.is_ascii_digit() {
-            if !in_digits {
-                out.push('N');
-            }
-            in_digits = true;
-        } else {
-            out.push(c);
-            in_digits = false;
-        }
-    }
-    out
-}
-
 /// What a thread named `name` is, for a finding: `thread 'conn-N'`.
 pub fn thread_what(name: &str) -> String {
-    format!("thread '{}'", fold_digits(name))
+    format!(
+        "thread '{}'",
+        leakscope_agent::explain::counts::fold_digits(name)
+    )
 }
 
 impl DumpedThread {
@@ -394,8 +378,8 @@ mod tests {
         assert_eq!(c[2].site, None);
         // Nothing of the program's own: no site.
         assert_eq!(c[3].site, None);
-        assert_eq!(fold_digits("w1x22"), "wNxN");
-        assert_eq!(fold_digits("tokio-runtime-w"), "tokio-runtime-w");
+        assert_eq!(thread_what("w1x22"), "thread 'wNxN'");
+        assert_eq!(thread_what("tokio-runtime-w"), "thread 'tokio-runtime-w'");
     }
 
     #[test]

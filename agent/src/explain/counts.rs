@@ -64,8 +64,9 @@ pub fn counted(profile: &Profile) -> Vec<Counted> {
         .collect()
 }
 
-/// `name` with each run of ASCII digits replaced by `N`.
-fn fold_digits(name: &str) -> String {
+/// `name` with each run of ASCII digits replaced by `N` (`conn-12` →
+/// `conn-N`), so numbered threads of one kind group together.
+pub fn fold_digits(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     let mut in_digits = false;
     for c in name.chars() {

@@ -99,6 +99,7 @@ pub use census::{DumpedTask, TaskCensus, TaskDumpState};
 pub use dump::{TaskDump, dump_tasks};
 #[cfg(all(tokio_unstable, feature = "server"))]
 pub use hooks::install_hooks;
+pub use profile::SITES_UNKNOWN;
 pub use registry::{Counts, Registry, SiteCount, SpawnSite};
 
 /// Set by [`install_hooks`].

@@ -18,6 +18,11 @@ pub(super) const OTHER_SITES: &str = "<tokio tasks: other spawn sites (registry 
 /// Alive tasks no recorded site accounts for, with hooks installed.
 pub(super) const NOT_RECORDED: &str = "<tokio tasks: spawn site not recorded>";
 
+/// How the single frame of a tasks profile without spawn sites starts
+/// (see [`unknown_sites_frame`]): readers of the profile (the sidecar) look
+/// for it.
+pub const SITES_UNKNOWN: &str = "<tokio tasks: spawn sites unknown";
+
 /// The single frame of a profile without spawn sites.
 pub(super) fn unknown_sites_frame() -> &'static str {
     if cfg!(tokio_unstable) {

@@ -1,6 +1,7 @@
 //! Watching resource counters: bounded time series and threshold rules with
 //! hysteresis evaluated on each new sample.
 
+pub mod baselines;
 pub mod config;
 pub mod evidence;
 pub mod monitor;

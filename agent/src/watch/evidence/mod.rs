@@ -41,6 +41,7 @@ use std::time::{Duration, Instant, SystemTime};
 #[cfg(feature = "heap")]
 pub use heap_ring::{HeapRing, RingSnapshot};
 
+use super::baselines::Baselines;
 use super::monitor::{Levels, WatchHook};
 use super::rules::Transition;
 use crate::explain::Finding;
@@ -94,54 +95,6 @@ struct State {
     findings: u64,
 }
 
-/// Healthy readings of one kind, oldest first, for [`Evidence::BASELINE_SPAN`].
-///
-/// A finding compares with the *oldest* healthy reading within that span:
-/// a leak grows for minutes before its rule fires, and the latest healthy
-/// reading, seconds old, would show only its last few seconds.
-#[derive(Debug)]
-struct Baselines<T> {
-    readings: VecDeque<(Instant, T)>,
-}
-
-impl<T> Default for Baselines<T> {
-    fn default() -> Self {
-        Baselines {
-            readings: VecDeque::new(),
-        }
-    }
-}
-
-impl<T: Clone> Baselines<T> {
-    /// True when the newest reading is older than `every` (or there is none).
-    fn due(&self, every: Duration) -> bool {
-        self.readings
-            .back()
-            .is_none_or(|(t, _)| t.elapsed() >= every)
-    }
-
-    /// Keeps `value`, dropping readings older than the span (the newest
-    /// older one stays, so there is always a base once there was one).
-    fn push(&mut self, value: T) {
-        self.readings.push_back((Instant::now(), value));
-        while self.readings.len() > 1 && self.readings[1].0.elapsed() >= Evidence::BASELINE_SPAN {
-            self.readings.pop_front();
-        }
-        while self.readings.len() > Evidence::MAX_BASELINES {
-            self.readings.pop_front();
-        }
-    }
-
-    /// The oldest reading within the span, else the newest.
-    fn base(&self) -> Option<T> {
-        self.readings
-            .iter()
-            .find(|(t, _)| t.elapsed() <= Evidence::BASELINE_SPAN)
-            .or(self.readings.back())
-            .map(|(_, v)| v.clone())
-    }
-}
-
 /// A profile a finding compared, kept for the viewer.
 #[derive(Debug, Clone)]
 pub struct KeptProfile {
@@ -187,11 +140,6 @@ impl Evidence {
     pub const KEPT_PROFILES: usize = 8;
     /// Longest time between readings of the thread ids while healthy.
     pub const THREAD_IDS_EVERY: Duration = Duration::from_secs(10);
-    /// How far back a finding looks for its healthy base: the built-in
-    /// growth rules' window.
-    pub const BASELINE_SPAN: Duration = Duration::from_secs(300);
-    /// Most healthy readings kept per kind.
-    pub const MAX_BASELINES: usize = 64;
 
     /// Evidence for `target`, taking a heap snapshot for the ring, a healthy
     /// fds profile and a baseline capture every `every` (the evidence
@@ -354,7 +302,12 @@ impl Evidence {
                 return Finding::unknown("threads", "threads", format!("no thread dump: {e}"));
             }
         };
-        let Some(tids) = self.lock().thread_tids.base() else {
+        let Some(tids) = self
+            .lock()
+            .thread_tids
+            .base(self.pid(), Instant::now())
+            .map(|(_, v)| v)
+        else {
             return Finding::unknown(
                 "threads",
                 "threads",
@@ -374,7 +327,7 @@ impl Evidence {
             "they run only library code (no frame of the program's own on their stacks)",
         );
         f.detail
-            .push_str("; base: the threads alive at the oldest healthy reading of the last 5 minutes, as they are now");
+            .push_str("; base: the threads alive at the oldest healthy reading of the last five minutes, as they are now");
         self.keep("threads", "threads", base, new, &mut f);
         f
     }
@@ -383,7 +336,12 @@ impl Evidence {
     /// healthy fds profile of the last five minutes.
     fn fds_finding(&self) -> Finding {
         use crate::explain::counts::{counted, finding};
-        let Some(base) = self.lock().fds_base.base() else {
+        let Some(base) = self
+            .lock()
+            .fds_base
+            .base(self.pid(), Instant::now())
+            .map(|(_, v)| v)
+        else {
             return Finding::unknown(
                 "fds",
                 "fds",
@@ -412,7 +370,11 @@ impl Evidence {
     fn tasks_finding(&self) -> Option<Finding> {
         use crate::explain::counts::{counted, finding, total};
         let handle = self.runtime.as_ref()?;
-        let base = self.lock().tasks_base.base();
+        let base = self
+            .lock()
+            .tasks_base
+            .base(self.pid(), Instant::now())
+            .map(|(_, v)| v);
         let new = crate::tasks::capture_profile(handle);
         let Some(base) = base else {
             return Some(Finding::unknown(
@@ -448,6 +410,14 @@ impl Evidence {
         };
         self.keep("tasks", "tasks", base, new, &mut f);
         Some(f)
+    }
+
+    /// The pid of the target, for its baselines.
+    fn pid(&self) -> u32 {
+        match self.target {
+            Target::SelfProcess => std::process::id(),
+            Target::Pid(p) => p,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -545,25 +515,37 @@ impl WatchHook for Evidence {
         let _ = ring_due;
         if self.target == Target::SelfProcess && levels.ok_for(&["threads"]) {
             let every = Self::THREAD_IDS_EVERY.min(self.baseline_every);
-            if self.lock().thread_tids.due(every)
-                && let Some(tids) = thread_ids()
-            {
-                self.lock().thread_tids.push(tids);
+            if self.lock().thread_tids.due(every, Instant::now()) {
+                self.lock().thread_tids.start(Instant::now());
+                if let Some(tids) = thread_ids() {
+                    self.lock()
+                        .thread_tids
+                        .push(self.pid(), tids, Instant::now());
+                }
             }
         }
         #[cfg(feature = "server")]
         if let Some(handle) = &self.runtime
             && levels.ok_for(&["tokio_tasks"])
-            && self.lock().tasks_base.due(self.baseline_every)
+            && self
+                .lock()
+                .tasks_base
+                .due(self.baseline_every, Instant::now())
         {
+            self.lock().tasks_base.start(Instant::now());
             let p = crate::tasks::capture_profile(handle);
-            self.lock().tasks_base.push(p);
+            self.lock().tasks_base.push(self.pid(), p, Instant::now());
         }
         if levels.ok_for(&["open_fds"])
-            && self.lock().fds_base.due(self.baseline_every)
-            && let Ok(p) = crate::collect::fds::capture(self.target)
+            && self
+                .lock()
+                .fds_base
+                .due(self.baseline_every, Instant::now())
         {
-            self.lock().fds_base.push(p);
+            self.lock().fds_base.start(Instant::now());
+            if let Ok(p) = crate::collect::fds::capture(self.target) {
+                self.lock().fds_base.push(self.pid(), p, Instant::now());
+            }
         }
         if baseline_due {
             let c = Arc::new(self.capture(

@@ -90,6 +90,11 @@ impl<T: Clone> Baselines<T> {
     pub fn len(&self) -> usize {
         self.readings.len()
     }
+
+    /// True when no reading is kept.
+    pub fn is_empty(&self) -> bool {
+        self.readings.is_empty()
+    }
 }
 
 #[cfg(test)]
