@@ -7,12 +7,10 @@
 //! - [`fold`]: fold a profile into stacks for a flamegraph;
 //! - [`diff`]: stack-by-stack differences, absolute or normalized;
 //! - [`suspects`]: leak suspects across heap snapshots, by the agent's own analysis;
-//! - [`attribute`]: name the code that creates leaked threads, tasks and fds;
 //! - [`render`]: flamegraph SVGs (inferno), the terminal table, HTML parts;
 //! - `web` (feature `web`, on by default): the pages, over any `web::Source`.
 
 pub mod analysis;
-pub mod attribute;
 pub mod diff;
 pub mod fold;
 pub mod render;
