@@ -151,18 +151,23 @@ pub fn parse(text: &str) -> Result<Vec<Goroutine>, ParseError> {
         out.push(g);
     }
     if out.is_empty() && !text.trim().is_empty() {
-        let first: String = text
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .chars()
-            .take(80)
-            .collect();
+        let first = opening(text);
         return Err(ParseError(format!(
             "no `goroutine N [...]:` line; it starts {first:?}"
         )));
     }
     Ok(out)
+}
+
+/// The first 80 characters of a text's first line, for an error saying what
+/// a text that is not a dump starts with.
+pub(super) fn opening(text: &str) -> String {
+    text.lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(80)
+        .collect()
 }
 
 /// A block's header: `goroutine 22 [chan receive, 3 minutes, locked to thread]:`.

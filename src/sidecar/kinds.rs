@@ -515,17 +515,7 @@ pub async fn explain_threads(
                     super::threads::profile(before.iter().map(|d| dumped(d)), time),
                     super::threads::profile(all.iter().map(|d| dumped(d)), time),
                 );
-                let (base, new) = threads_readings(base_p, new_p, time, &sample).await;
-                link_stored(
-                    shared,
-                    t,
-                    "threads",
-                    (&base, Taken::AtAlert),
-                    &new,
-                    labels,
-                    &mut f,
-                )
-                .await;
+                store_threads(shared, t, (base_p, new_p), time, &sample, labels, &mut f).await;
                 return f;
             }
             Err(e) => {
@@ -575,7 +565,22 @@ pub async fn explain_threads(
         super::threads::profile(before.iter().map(|t| named(t)), time),
         super::threads::profile(all.iter().map(|t| named(t)), time),
     );
-    let (base, new) = threads_readings(base_p, new_p, time, &sample).await;
+    store_threads(shared, t, (base_p, new_p), time, &sample, labels, &mut f).await;
+    f
+}
+
+/// Stores the two threads profiles a finding compared and links it to
+/// them.
+async fn store_threads(
+    shared: &Arc<Shared>,
+    t: &Arc<TargetState>,
+    (base, new): (Profile, Profile),
+    time: SystemTime,
+    sample: &ResourceSample,
+    labels: BTreeMap<String, String>,
+    f: &mut Finding,
+) {
+    let (base, new) = threads_readings(base, new, time, sample).await;
     link_stored(
         shared,
         t,
@@ -583,10 +588,9 @@ pub async fn explain_threads(
         (&base, Taken::AtAlert),
         &new,
         labels,
-        &mut f,
+        f,
     )
     .await;
-    f
 }
 
 /// A dumped thread as a sample of the stored profile.

@@ -147,13 +147,7 @@ pub fn parse(text: &str) -> Result<ThreadDump, ParseError> {
         dump.threads.push(done);
     }
     if dump.threads.is_empty() && !text.trim().is_empty() {
-        let first: String = text
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .chars()
-            .take(80)
-            .collect();
+        let first = super::goroutines::opening(text);
         return Err(ParseError(format!(
             "no `thread N [NAME]:` line; it starts {first:?}"
         )));

@@ -200,8 +200,16 @@ pub(crate) fn set_timer(interval_us: u64) -> io::Result<()> {
 /// it; afterwards nothing touches the ring.
 pub(crate) fn deactivate() {
     ACTIVE.store(false, Ordering::SeqCst);
+    wait_for_handlers(&IN_FLIGHT);
+    RING.store(ptr::null_mut(), Ordering::Release);
+}
+
+/// Waits (spinning, then yielding) until no signal handler counted in
+/// `in_flight` is still running: after its `ACTIVE` flag is cleared, the
+/// last step before the memory handlers use may be freed.
+pub(crate) fn wait_for_handlers(in_flight: &AtomicUsize) {
     let mut spins = 0u32;
-    while IN_FLIGHT.load(Ordering::SeqCst) != 0 {
+    while in_flight.load(Ordering::SeqCst) != 0 {
         spins += 1;
         if spins < 100 {
             std::hint::spin_loop();
@@ -209,7 +217,6 @@ pub(crate) fn deactivate() {
             std::thread::yield_now();
         }
     }
-    RING.store(ptr::null_mut(), Ordering::Release);
 }
 
 /// Restores the SIGPROF action saved by [`install`]. The timer must be off.

@@ -270,15 +270,7 @@ pub(crate) fn install(table: &Table) -> Result<libc::sigaction, InstallError> {
 /// it; afterwards nothing touches the table.
 pub(crate) fn deactivate() {
     ACTIVE.store(false, Ordering::SeqCst);
-    let mut spins = 0u32;
-    while IN_FLIGHT.load(Ordering::SeqCst) != 0 {
-        spins += 1;
-        if spins < 100 {
-            std::hint::spin_loop();
-        } else {
-            std::thread::yield_now();
-        }
-    }
+    crate::cpu::sampler::wait_for_handlers(&IN_FLIGHT);
     TABLE.store(ptr::null_mut(), Ordering::Release);
 }
 
