@@ -12,6 +12,7 @@
 
 #[path = "support/orders.rs"]
 mod orders;
+mod support;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -67,6 +68,16 @@ async fn every_alert_names_the_code_that_leaks_with_the_built_in_rules() {
         },
     ];
 
+    // The count profiles before the load, for go tool pprof -diff_base.
+    let profiles = ["threads", "tasks", "goroutine", "fds"];
+    let dir = support::scratch("order-service");
+    for name in profiles {
+        let r = client::get(svc.agent, &format!("/debug/pprof/{name}"), TIMEOUT)
+            .await
+            .expect(name);
+        assert_eq!(r.status, 200, "{name}: {}", r.text());
+        support::save(&dir, &format!("{name}-before.pb.gz"), &r.body);
+    }
     // Heap profiles every 30 s, to classify the cache at the end.
     let heaps: Arc<Mutex<Vec<(f64, Profile)>>> = Arc::default();
     let started = Instant::now();
@@ -125,8 +136,43 @@ async fn every_alert_names_the_code_that_leaks_with_the_built_in_rules() {
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+    for name in profiles {
+        let r = client::get(svc.agent, &format!("/debug/pprof/{name}"), TIMEOUT)
+            .await
+            .expect(name);
+        support::save(&dir, &format!("{name}-after.pb.gz"), &r.body);
+    }
     for l in &loads {
         l.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    // The real go tool pprof reads every count profile, and a diff of the
+    // healthy and the leaking one ranks the leak first: tasks (and their Go
+    // name) by spawn site, fds by what they are; threads by your own code
+    // once the blocking frames below it are pruned, as for Go's goroutines.
+    let diff = |name: &str, extra: &[&str]| {
+        let before = dir.join(format!("{name}-before.pb.gz"));
+        let after = dir.join(format!("{name}-after.pb.gz"));
+        let mut args = vec!["-top"];
+        args.extend_from_slice(extra);
+        let base = format!("-diff_base={}", before.display());
+        args.push(&base);
+        let after = after.display().to_string();
+        args.push(&after);
+        support::pprof(&args)
+    };
+    for (name, extra, first) in [
+        ("tasks", &[][..], "tokio::spawn at src/reservations.rs:"),
+        ("goroutine", &[][..], "tokio::spawn at src/reservations.rs:"),
+        ("fds", &[][..], &*format!("tcp ESTABLISHED to {carrier}")),
+        (
+            "threads",
+            &["-prune_from=^order_service::"][..],
+            "order_service::notifications::wait_for_changes",
+        ),
+    ] {
+        let top = diff(name, extra);
+        let row = support::top_first_row(&top);
+        assert!(row.contains(first), "{name}: {first:?} first in:\n{top}");
     }
 
     for e in &expected {
