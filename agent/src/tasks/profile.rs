@@ -19,7 +19,7 @@ pub(super) const OTHER_SITES: &str = "<tokio tasks: other spawn sites (registry 
 pub(super) const NOT_RECORDED: &str = "<tokio tasks: spawn site not recorded>";
 
 /// How the single frame of a tasks profile without spawn sites starts
-/// (see [`unknown_sites_frame`]): readers of the profile (the sidecar) look
+/// (the rest says what to set): readers of the profile (the sidecar) look
 /// for it.
 pub const SITES_UNKNOWN: &str = "<tokio tasks: spawn sites unknown";
 
