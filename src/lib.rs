@@ -13,6 +13,8 @@
 //!   processes through /proc and pulls their pprof profiles into a store;
 //! - [`ui`]: the web viewer wired to the agent (`/debug/pprof/ui/`) and to
 //!   the sidecar (`/ui/`);
+//! - [`check`]: `leakscope check`, a leak test of a whole service under load,
+//!   for CI;
 //! - [`load`]: the load generator behind `leakscope load` and the demo;
 //! - [`leakcheck`]: `LeakCheck`, which fails a test that leaks threads,
 //!   fds, tokio tasks or heap (like Go's goleak);
@@ -22,6 +24,7 @@
 //! and hosts the `leakscope` command-line tool (`cargo run --release -- demo`).
 //! See README.md for the quick start.
 
+pub mod check;
 pub mod leakcheck;
 pub mod leaky;
 pub mod load;
