@@ -44,7 +44,7 @@ const STYLE: &str = "<style>\
     overflow-x:auto;max-height:360px;white-space:pre-wrap}\
     section.evidence{margin-top:22px;border-top:1px solid #e3e7eb}h3{font-size:15px;margin:16px 0 6px}\
     h4{font-size:13px;margin:12px 0 4px}#timelines{margin-top:6px}\
-    .finding.card{margin:8px 0}\
+    .finding.card{margin:8px 0}td .badge{white-space:nowrap}\
     </style>";
 
 /// The zoom, search and sizing of the flamegraph frames: each frame gets
@@ -234,11 +234,15 @@ fn findings(b: &mut String, r: &CheckReport) {
         let _ = write!(
             b,
             "<div class=\"finding card\" id=\"finding-{}\"><p class=\"summary\">{}: {}</p>\
-             <p>{} {}</p><p class=\"detail muted\">{}</p>",
+             <p>{}{}</p><p class=\"detail muted\">{}</p>",
             id_part(&k.kind),
             escape(&k.kind),
             escape(&f.summary),
-            site_cell(Some(f)),
+            if f.site.is_some() {
+                site_cell(Some(f)) + " "
+            } else {
+                String::new()
+            },
             confidence_badge(Some(f)),
             escape(&f.detail)
         );
@@ -623,6 +627,20 @@ mod tests {
             page.contains("The evidence of heap cannot be drawn: the base profile"),
             "{page}"
         );
+    }
+
+    #[test]
+    fn a_load_command_shows_its_status_and_last_lines() {
+        let mut r = report(vec![]);
+        r.load = LoadSummary {
+            source: "ab -n 100 http://127.0.0.1:8080/".into(),
+            exit_status: Some(3),
+            output_tail: vec!["<b>Failed requests:</b>\u{1b}[1m 7".into()],
+            ..LoadSummary::default()
+        };
+        let page = html(&r);
+        assert!(page.contains("<p>ab -n 100 http://127.0.0.1:8080/: exit status 3</p>"));
+        assert!(page.contains("<pre class=\"tail\">&lt;b&gt;Failed requests:&lt;/b&gt; 7</pre>"));
     }
 
     #[test]

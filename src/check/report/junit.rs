@@ -7,7 +7,9 @@
 //! `<testcase>` per kind (`classname` the target, `name` the kind, `time`
 //! the check's length, since every kind is watched for all of it); a
 //! `<failure>` whose `message` names what stayed behind and where, with the
-//! finding's detail and groups in its body. A check that could not run adds
+//! finding's detail and groups in its body, and the site's `file` and
+//! `line` on the test case (GitLab links them, GitHub's JUnit actions
+//! annotate the line). A check that could not run adds
 //! a `check` test case with an `<error>`, and kinds it had not judged to the
 //! end are `<skipped>`. The settings are `<properties>`, the phases and the
 //! load `<system-out>`.
@@ -83,8 +85,9 @@ pub fn junit(r: &CheckReport) -> String {
     for k in &r.kinds {
         let _ = write!(
             x,
-            "    <testcase classname=\"{classname}\" name=\"{}\" time=\"{time:.3}\">",
-            attr(&k.kind)
+            "    <testcase classname=\"{classname}\" name=\"{}\" time=\"{time:.3}\"{}>",
+            attr(&k.kind),
+            source_attrs(k)
         );
         if k.leaked {
             let _ = write!(
@@ -105,6 +108,23 @@ pub fn junit(r: &CheckReport) -> String {
     let _ = writeln!(x, "    <system-out>{}</system-out>", text(&system_out(r)));
     x.push_str("  </testsuite>\n</testsuites>\n");
     x
+}
+
+/// ` file="..." line="N"` of a leak's site, which GitLab links to and
+/// GitHub's JUnit actions annotate; "" when the kind passed or no file is
+/// known.
+fn source_attrs(k: &KindVerdict) -> String {
+    let site = k.finding.as_ref().and_then(|f| f.site.as_ref());
+    match site {
+        Some(s) if k.leaked && !s.file.is_empty() => {
+            let mut out = format!(" file=\"{}\"", attr(&s.file));
+            if s.line > 0 {
+                let _ = write!(out, " line=\"{}\"", s.line);
+            }
+            out
+        }
+        _ => String::new(),
+    }
 }
 
 /// The body of a failure: the verdict's numbers and reason, then the

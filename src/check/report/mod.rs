@@ -150,22 +150,56 @@ pub(crate) fn iso_utc(unix: f64) -> String {
     )
 }
 
-/// The last [`MAX_TAIL_LINES`] lines of a load command's output, each cut
-/// to [`MAX_LINE_CHARS`] characters.
+/// The last [`MAX_TAIL_LINES`] lines of a load command's output, as a
+/// terminal shows them ([`clean_line`]), each cut to [`MAX_LINE_CHARS`]
+/// characters.
 pub(crate) fn tail_lines(lines: &[String]) -> Vec<String> {
     let from = lines.len().saturating_sub(MAX_TAIL_LINES);
     lines[from..]
         .iter()
         .map(|l| {
+            let l = clean_line(l);
             if l.chars().count() > MAX_LINE_CHARS {
                 let mut s: String = l.chars().take(MAX_LINE_CHARS).collect();
                 s.push('…');
                 s
             } else {
-                l.clone()
+                l
             }
         })
         .collect()
+}
+
+/// A line of a tool's output as a terminal leaves it: what follows the
+/// last carriage return (progress lines redraw themselves), without ANSI
+/// escape sequences (colours), other control characters but tabs written
+/// as `\u{..}`.
+pub(crate) fn clean_line(line: &str) -> String {
+    let line = line.trim_end_matches('\r');
+    let line = line.rsplit('\r').next().unwrap_or(line);
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => {
+                // CSI: ESC [ parameters, then one final byte in @..~;
+                // any other escape is ESC and one character.
+                if chars.next_if_eq(&'[').is_some() {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                } else {
+                    chars.next();
+                }
+            }
+            '\t' => out.push(c),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The counter a kind is judged on, by the metric names the check records
@@ -225,6 +259,16 @@ mod tests {
         assert_eq!(delta(3.0, "fds"), "+3");
         assert_eq!(delta(-1024.0, "bytes"), "-1.0 KiB");
         assert_eq!(delta(0.0, "fds"), "0");
+    }
+
+    #[test]
+    fn output_lines_read_as_on_a_terminal() {
+        assert_eq!(
+            clean_line("\u{1b}[32m✓\u{1b}[0m checks\t100%\u{7}"),
+            "✓ checks\t100%\\u{7}"
+        );
+        assert_eq!(clean_line("running 10%\rrunning 55%\rdone\r"), "done");
+        assert_eq!(clean_line("cut \u{1b}["), "cut ");
     }
 
     #[test]
