@@ -5,8 +5,11 @@
 //! evidence the agent's naming uses.
 //!
 //! - [`model`]: what a check found ([`CheckReport`]), the data every report
-//!   is rendered from.
+//!   is rendered from;
+//! - [`report`]: the CI reports rendered from it, JUnit XML and a
+//!   self-contained HTML page.
 
 pub mod model;
+pub mod report;
 
 pub use model::{CheckReport, Evidence, KindVerdict, LoadSummary, Outcome, Phase, Series};
