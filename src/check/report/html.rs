@@ -62,15 +62,6 @@ const SCRIPT: &str = "<script>(function(){\
     w.reset_search();if(term){try{w.search(term);}catch(err){}}});});\
     })();</script>";
 
-/// Put first in each flamegraph's document: inferno's click handler
-/// records the zoom in the URL with `history.replaceState`, which a
-/// `srcdoc` document (URL `about:srcdoc`) refuses with an uncaught
-/// `SecurityError`; the zoom itself has happened by then. This keeps the
-/// refusal quiet. (It belongs in the viewer's `flame_document`, where
-/// `leakscope diff -o` has the same error.)
-const QUIET_HISTORY: &str = "<script>(function(){var h=window.history,r=h.replaceState;\
-    h.replaceState=function(){try{return r.apply(h,arguments);}catch(e){}};})();</script>";
-
 /// Rows of the "what grew" table of each evidence.
 const GROWTH_ROWS: usize = 10;
 
@@ -471,7 +462,7 @@ fn evidence(kind: &str, id: &str, e: &Evidence) -> Result<String, String> {
             "<h4>Sized by {label}</h4><iframe class=\"flame\" id=\"flame-{id}-{label}\" \
              title=\"{} {label}\" style=\"height:420px\" srcdoc=\"{}\"></iframe>",
             escape(kind),
-            escape(&flame_document(&svg).replacen("<head>", &format!("<head>{QUIET_HISTORY}"), 1))
+            escape(&flame_document(&svg))
         );
     }
     Ok(b)
