@@ -130,9 +130,38 @@ async fn cpu_profile_is_go_shaped_and_names_the_running_function() {
         .unwrap_or(0.0);
     assert!(caller_flat < 3.0, "the caller's flat share:\n{top}");
     assert!(pct(1) > 15.0, "burner's flat share:\n{top}");
-    // ... and no sample of that thread lost the burner from its stack, even
-    // when caught in a callee's prologue or `ret`.
-    assert!(pct(4) >= 97.0, "burner's cumulative share:\n{top}");
+    // ... and no sample caught in one of its callees (in a prologue or at a
+    // `ret` included) lost the burner from its stack.
+    assert!(pct(4) >= 80.0, "burner's cumulative share:\n{top}");
+    let index = leakscope::agent::profile::ProfileIndex::new(&p);
+    let callees = [
+        "Range",
+        "Step",
+        "overflowing_add",
+        "checked_add",
+        "atomic_load",
+    ];
+    let mut in_callees = 0;
+    for s in p
+        .sample
+        .iter()
+        .filter(|s| index.label(s, "thread") == Some("burner"))
+    {
+        let frames = index.frames(s);
+        let Some(leaf) = frames.first() else { continue };
+        if callees.iter().any(|c| leaf.function.contains(c)) {
+            in_callees += s.value[0];
+            assert!(
+                frames
+                    .iter()
+                    .any(|f| f.function == "pprof_cpu::burn_cpu_in_test"),
+                "a sample in {} lost the burner: {:?}",
+                leaf.function,
+                frames.iter().map(|f| f.function).collect::<Vec<_>>()
+            );
+        }
+    }
+    assert!(in_callees > 0, "no sample in the burner's callees:\n{top}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

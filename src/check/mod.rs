@@ -6,6 +6,8 @@
 //!
 //! - [`model`]: what a check found ([`CheckReport`]), the data every report
 //!   is rendered from.
+//! - [`report`]: the CI reports rendered from it, JUnit XML and a
+//!   self-contained HTML page.
 //! - [`options`]: what a check is told to do ([`CheckOptions`]), and
 //!   [`config`], the same from a TOML file.
 //! - [`target`]: the processes a check starts (the service, a load
@@ -20,6 +22,7 @@ pub mod config;
 pub mod model;
 pub mod observe;
 pub mod options;
+pub mod report;
 pub mod run;
 pub mod summary;
 pub mod target;

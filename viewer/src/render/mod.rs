@@ -288,11 +288,18 @@ pub fn flame_document(svg: &str) -> String {
     // The XML declaration and DOCTYPE mean nothing in HTML: drop them.
     let svg = svg.find("<svg").map_or(svg, |i| &svg[i..]);
     format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><style>\
+        "<!doctype html><html><head><meta charset=\"utf-8\">{QUIET_HISTORY}<style>\
          html,body{{margin:0;padding:0;background:#fff}}body>svg{{display:block;width:100%}}\
          </style></head><body>{svg}</body></html>"
     )
 }
+
+/// inferno's zoom records the zoomed frame in the URL with
+/// `history.replaceState`, which an `about:srcdoc` frame refuses with a
+/// `SecurityError` (after the zoom itself has happened): a wrapper that
+/// lets the refusal pass quietly.
+const QUIET_HISTORY: &str = "<script>(function(){var h=window.history,r=h.replaceState;\
+    h.replaceState=function(){try{return r.apply(h,arguments);}catch(e){}};})();</script>";
 
 #[cfg(test)]
 mod tests {
