@@ -2,9 +2,10 @@
 //! built as tests/support/orders.rs builds it), spawned by the check and
 //! loaded by its built-in load generator, as a CI job would run it:
 //!
-//! - with every leaking route in the load: exit 1, and the terminal text
-//!   and the `--json` report name each leak's function and file:line
-//!   (heap, threads, tasks, fds);
+//! - with every leaking route in the load: exit 1, and the terminal text,
+//!   the `--json` report, the `--junit` file (parsed by a strict XML
+//!   parser) and the `--report` page (opened in headless Chromium) name
+//!   each leak's function and file:line (heap, threads, tasks, fds);
 //! - with catalog lookups only (the cache fills in the warm-up, then
 //!   renews its entries): exit 0, twice here; the `#[ignore]`d test runs it
 //!   ten times (`cargo test --test check_order_service -- --ignored`).
@@ -18,8 +19,13 @@ mod support;
 
 use std::net::SocketAddr;
 
+use std::path::Path;
+use std::time::Duration;
+
 use orders::{build, carrier, line_of};
+use support::browser::Browser;
 use support::check::{Run, check, free_port};
+use support::scratch;
 
 /// The service's addresses and the environment that sets them.
 struct Setup {
@@ -121,7 +127,24 @@ fn every_leak_is_named_and_the_check_fails() {
         format!("POST http://{api}/orders/{{n}}/ship=1"),
     ];
     let body = r#"{"customer":"c{n}","items":[{"sku":7,"quantity":2}],"note":"check"}"#;
-    let r = run_check(&s, &loads, &["--rate", "400", "--load-body", body]);
+    let dir = scratch("check-order-service");
+    let junit = dir.join("reports/leaks.xml");
+    let html = dir.join("reports/leaks.html");
+    let (junit_arg, html_arg) = (junit.to_string_lossy(), html.to_string_lossy());
+    let r = run_check(
+        &s,
+        &loads,
+        &[
+            "--rate",
+            "400",
+            "--load-body",
+            body,
+            "--junit",
+            &junit_arg,
+            "--report",
+            &html_arg,
+        ],
+    );
     eprintln!("{}", r.stderr);
     assert_eq!(r.code, Some(1), "{}", r.output());
     let json = r.json.as_ref().expect("a JSON report on stdout");
@@ -178,6 +201,92 @@ fn every_leak_is_named_and_the_check_fails() {
         "{threads}"
     );
     eprintln!("one failing check took {:.0} s", r.secs);
+    junit_names_every_leak(&junit);
+    html_names_every_leak(&html);
+}
+
+/// The `--junit` file, as a CI system reads it: a failing test case per
+/// kind, carrying the site's file and line and naming the function.
+fn junit_names_every_leak(path: &Path) {
+    let xml = std::fs::read_to_string(path).expect("the --junit file was written");
+    let doc = roxmltree::Document::parse(&xml).unwrap_or_else(|e| panic!("{e}\n{xml}"));
+    let suite = doc
+        .root_element()
+        .children()
+        .find(|n| n.has_tag_name("testsuite"))
+        .expect("a testsuite");
+    assert_eq!(suite.attribute("failures"), Some("4"), "{xml}");
+    for (kind, function, file, line) in expected() {
+        let case = suite
+            .children()
+            .find(|n| n.has_tag_name("testcase") && n.attribute("name") == Some(kind))
+            .unwrap_or_else(|| panic!("no {kind} test case:\n{xml}"));
+        assert!(
+            case.attribute("file").is_some_and(|f| f.ends_with(file)),
+            "{kind}: {xml}"
+        );
+        assert_eq!(case.attribute("line"), Some(line.to_string().as_str()));
+        let message = case
+            .children()
+            .find(|n| n.has_tag_name("failure"))
+            .and_then(|f| f.attribute("message"))
+            .unwrap_or_else(|| panic!("{kind} has no failure:\n{xml}"));
+        assert!(
+            message.contains(function) && message.contains(&format!("{file}:{line})")),
+            "{kind}: {message}"
+        );
+    }
+}
+
+/// The `--report` page in headless Chromium: the verdict table names each
+/// leak at its line, and each evidence's flamegraph is drawn.
+fn html_names_every_leak(path: &Path) {
+    let browser = Browser::start();
+    let page = browser.open(&format!("file://{}", path.display()));
+    let text = |sel: String| {
+        page.eval(&format!(
+            "(function(){{var e=document.querySelector({});return e?e.textContent:'';}})()",
+            serde_json::json!(sel)
+        ))
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+    };
+    assert_eq!(text("#outcome".into()), "leak");
+    for (kind, function, file, line) in expected() {
+        let row = format!("#verdicts tr[data-kind={kind}]");
+        assert!(
+            text(format!("{row} .badge")).starts_with("leaked"),
+            "{kind}"
+        );
+        assert_eq!(text(format!("{row} td.site code.fn")), function, "{kind}");
+        let at = text(format!("{row} td.site .at"));
+        assert!(at.ends_with(&format!("{file}:{line}")), "{kind}: {at}");
+    }
+    // Each evidence has its flamegraph laid out, with frames in it.
+    let kinds = page.eval(
+        "Array.from(document.querySelectorAll('iframe[id^=flame-][id$=-new]'))\
+         .map(function(f){return f.id;})",
+    );
+    let ids: Vec<String> = kinds
+        .as_array()
+        .expect("ids")
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    assert!(ids.len() >= 3, "flamegraphs: {ids:?}");
+    for id in &ids {
+        let js = format!(
+            "(function(){{var d=document.getElementById('{id}').contentDocument;\
+             var n=d&&d.querySelectorAll('#frames rect').length;return n>1?n:null;}})()"
+        );
+        page.wait_for(
+            &js,
+            &format!("the frames of #{id}"),
+            Duration::from_secs(30),
+        );
+    }
+    assert!(page.errors().is_empty(), "{:?}", page.errors());
 }
 
 /// Catalog lookups only: the cache fills in the warm-up (12,000 entries

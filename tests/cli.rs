@@ -96,16 +96,23 @@ fn demo_is_one_check_that_names_every_leak() {
     let thread_at = format!("(src/leaky.rs:{})", line_of("std::thread::park();"));
     assert!(
         thread.contains("LEAK")
-            && thread.contains("thread 'leaky-thread' in leakscope::leaky::leak_thread::{{closure}}")
+            && thread
+                .contains("thread 'leaky-thread' in leakscope::leaky::leak_thread::{{closure}}")
             && thread.contains(&thread_at),
         "{thread}"
     );
     // fds are named by what they are; tasks by spawn site only with
     // tokio's unstable hooks, which this build does not have: it says so.
     let fds = row("fds");
-    assert!(fds.contains("LEAK") && fds.contains("file /dev/null"), "{fds}");
+    assert!(
+        fds.contains("LEAK") && fds.contains("file /dev/null"),
+        "{fds}"
+    );
     let tasks = row("tasks");
-    assert!(tasks.contains("LEAK") && tasks.contains("tokio_unstable"), "{tasks}");
+    assert!(
+        tasks.contains("LEAK") && tasks.contains("tokio_unstable"),
+        "{tasks}"
+    );
 }
 
 #[test]

@@ -32,15 +32,27 @@
 //! [allow]
 //! threads = 2
 //! heap = "4MiB"
+//!
+//! [reports]                                 # paths from where the check runs
+//! junit = "leak-check.xml"
+//! html = "leak-check.html"
 //! ```
+//!
+//! A file over [`MAX_CONFIG_BYTES`] is refused, naming the file and the
+//! limit.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::options::{LoadEntry, parse_duration};
+
+/// The largest configuration file read (a leak test's settings are a few
+/// hundred bytes; a file this big is a wrong path).
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 /// A duration: `"10s"`, `"2m"`, or a number of seconds.
 #[derive(Debug, Clone, Deserialize)]
@@ -114,6 +126,13 @@ struct PhasesSection {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct ReportsSection {
+    junit: Option<PathBuf>,
+    html: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FileShape {
     #[serde(default)]
     target: TargetSection,
@@ -123,6 +142,8 @@ struct FileShape {
     phases: PhasesSection,
     #[serde(default)]
     allow: BTreeMap<String, Amount>,
+    #[serde(default)]
+    reports: ReportsSection,
 }
 
 /// What a configuration file sets; `None` where it says nothing.
@@ -162,12 +183,27 @@ pub struct FileSettings {
     pub heap_every: Option<Duration>,
     /// `[allow]`, as `KIND=AMOUNT` items.
     pub allow: Vec<String>,
+    /// `[reports] junit`.
+    pub junit: Option<PathBuf>,
+    /// `[reports] html`.
+    pub html: Option<PathBuf>,
 }
 
 /// Reads `path`.
 pub fn load(path: &Path) -> Result<FileSettings, String> {
     let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{origin}: {e}"))?;
+    let file = std::fs::File::open(path).map_err(|e| format!("{origin}: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{origin}: {e}"))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "{origin}: larger than the {} KiB a configuration file may be",
+            MAX_CONFIG_BYTES / 1024
+        ));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| format!("{origin}: not UTF-8 text: {e}"))?;
     parse(&text, &origin)
 }
 
@@ -219,6 +255,8 @@ pub fn parse(text: &str, origin: &str) -> Result<FileSettings, String> {
         interval: span(shape.phases.interval, "[phases] interval")?,
         heap_every: span(shape.phases.heap_every, "[phases] heap_every")?,
         allow,
+        junit: shape.reports.junit,
+        html: shape.reports.html,
     })
 }
 
@@ -254,6 +292,10 @@ cooldown = "15s"
 [allow]
 threads = 2
 heap = "4MiB"
+
+[reports]
+junit = "leak-check.xml"
+html = "leak-check.html"
 "#;
 
     #[test]
@@ -269,6 +311,20 @@ heap = "4MiB"
         assert_eq!(s.requests[1].method, "POST");
         assert!(s.requests[1].body.as_deref().unwrap().contains("c{n}"));
         assert_eq!(s.allow, ["heap=4MiB", "threads=2"]);
+        assert_eq!(s.junit, Some(PathBuf::from("leak-check.xml")));
+        assert_eq!(s.html, Some(PathBuf::from("leak-check.html")));
+    }
+
+    #[test]
+    fn a_huge_file_is_refused_by_name() {
+        let path = std::env::temp_dir().join(format!("leakscope-huge-{}.toml", std::process::id()));
+        let line = "# a comment line that fills the file\n";
+        let text = line.repeat(MAX_CONFIG_BYTES as usize / line.len() + 2);
+        std::fs::write(&path, text).unwrap();
+        let e = load(&path).unwrap_err();
+        let _ = std::fs::remove_file(&path);
+        assert!(e.starts_with(&path.display().to_string()), "{e}");
+        assert!(e.contains("1024 KiB"), "{e}");
     }
 
     #[test]

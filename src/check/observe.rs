@@ -64,6 +64,9 @@ impl Drop for Observer {
     }
 }
 
+/// A Go goroutine dump's groups, with the `debug=0` profile it came with.
+pub type GoroutineDump = (Vec<Group>, Vec<u8>);
+
 /// One capture of the count profiles.
 #[derive(Debug)]
 pub struct Capture {
@@ -76,7 +79,7 @@ pub struct Capture {
     /// The tasks profile (leakscope agent only).
     pub tasks: Option<Result<CountProfile, String>>,
     /// The goroutine dump's groups and the `debug=0` profile (Go only).
-    pub goroutines: Option<Result<(Vec<Group>, Vec<u8>), String>>,
+    pub goroutines: Option<Result<GoroutineDump, String>>,
 }
 
 /// The threads at the end of a check.

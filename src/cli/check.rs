@@ -12,6 +12,7 @@ use std::time::Duration;
 use leakscope::agent::client::url::HttpUrl;
 use leakscope::check::config::{self, FileSettings};
 use leakscope::check::options::{OptionsError, parse_duration, parse_load};
+use leakscope::check::report;
 use leakscope::check::summary::{self, Progress};
 use leakscope::check::{CheckOptions, CheckReport, LoadChoice, Outcome, TargetChoice};
 use regex::Regex;
@@ -117,8 +118,18 @@ fn url(s: &str, what: &str) -> Result<HttpUrl, OptionsError> {
     HttpUrl::parse(s).map_err(|m| OptionsError(format!("{what} {s}: {m}")))
 }
 
-/// The options of a check: the file's settings, then the flags over them.
-pub fn options(args: &CheckArgs) -> Result<CheckOptions, OptionsError> {
+/// Where the reports go: the flags', else the config file's `[reports]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReportPaths {
+    /// `--junit`.
+    pub junit: Option<PathBuf>,
+    /// `--report`.
+    pub html: Option<PathBuf>,
+}
+
+/// The options and the report paths: the file's settings, then the flags
+/// over them.
+pub fn settings(args: &CheckArgs) -> Result<(CheckOptions, ReportPaths), OptionsError> {
     let file = match &args.config {
         Some(path) => config::load(path).map_err(OptionsError)?,
         None => FileSettings::default(),
@@ -198,7 +209,11 @@ pub fn options(args: &CheckArgs) -> Result<CheckOptions, OptionsError> {
         o.budgets.apply(list)?;
     }
     o.validate()?;
-    Ok(o)
+    let reports = ReportPaths {
+        junit: args.junit.clone().or(file.junit.clone()),
+        html: args.report.clone().or(file.html.clone()),
+    };
+    Ok((o, reports))
 }
 
 /// The built-in load from the flags' `--load` entries, else the file's.
@@ -238,7 +253,7 @@ pub async fn run(args: CheckArgs) -> i32 {
     } else {
         Box::new(std::io::stdout())
     };
-    let opts = match options(&args) {
+    let (opts, reports) = match settings(&args) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("leakscope check: {e}");
@@ -254,7 +269,7 @@ pub async fn run(args: CheckArgs) -> i32 {
     let show = |e: &leakscope::check::Event| progress.show(e);
     let report = leakscope::check::run(&opts, &show).await;
     progress.finish();
-    finish(&args, &report, tty)
+    finish(args.json, &reports, &report)
 }
 
 fn progress_writer(stderr: bool) -> Box<dyn Write> {
@@ -278,10 +293,15 @@ pub fn plan(o: &CheckOptions) -> String {
 }
 
 /// Prints the summary (and JSON), writes the reports; the exit code.
-pub fn finish(args: &CheckArgs, report: &CheckReport, tty: bool) -> i32 {
+pub fn finish(json: bool, reports: &ReportPaths, report: &CheckReport) -> i32 {
+    let tty = if json {
+        std::io::stderr().is_terminal()
+    } else {
+        std::io::stdout().is_terminal()
+    };
     let text = summary::render(report, tty);
     let mut code = report.outcome.exit_code();
-    if args.json {
+    if json {
         eprint!("{text}");
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "{}", summary::json(report));
@@ -291,32 +311,54 @@ pub fn finish(args: &CheckArgs, report: &CheckReport, tty: bool) -> i32 {
         let _ = stdout.write_all(text.as_bytes());
         let _ = stdout.flush();
     }
-    if let Err(e) = write_reports(report, args.junit.as_deref(), args.report.as_deref()) {
+    if let Err(e) = write_reports(report, reports.junit.as_deref(), reports.html.as_deref()) {
         eprintln!("leakscope check: {e}");
         code = Outcome::Error.exit_code();
     }
     code
 }
 
-/// Writes `--junit` and `--report`.
-// TODO(reports): call the JUnit and HTML renderers of
-// `leakscope::check::report` (src/check/report/, written beside this) once
-// they are there; until then nothing is written and a note says so.
+/// Writes `--junit` and `--report` (their folders are made if missing);
+/// an error names the file and what went wrong.
 fn write_reports(
-    _report: &CheckReport,
+    report: &CheckReport,
     junit: Option<&Path>,
     html: Option<&Path>,
 ) -> Result<(), String> {
-    for (flag, path) in [("--junit", junit), ("--report", html)] {
-        if let Some(p) = path {
-            eprintln!(
-                "leakscope check: {flag} {}: this build has no report renderer yet; nothing \
-                 written",
-                p.display()
-            );
+    let mut failed = Vec::new();
+    for (flag, path, render) in [
+        (
+            "--junit",
+            junit,
+            report::junit as fn(&CheckReport) -> String,
+        ),
+        ("--report", html, report::html),
+    ] {
+        let Some(path) = path else { continue };
+        if let Err(e) = write_file(path, &render(report)) {
+            failed.push(format!("{flag} {}: {e}", path.display()));
         }
     }
-    Ok(())
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("; "))
+    }
+}
+
+/// Writes `text` to `path` whole: into a temporary file beside it, then
+/// renamed, so a CI step never reads half a report.
+fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 #[cfg(test)]
@@ -324,14 +366,18 @@ mod tests {
     use super::*;
     use clap::Parser;
 
-    fn parse(args: &[&str]) -> Result<CheckOptions, OptionsError> {
+    fn parse_settings(args: &[&str]) -> Result<(CheckOptions, ReportPaths), OptionsError> {
         let cli =
             crate::cli::Cli::try_parse_from(["leakscope", "check"].iter().chain(args).copied())
                 .expect("clap");
         match cli.command {
-            crate::cli::Command::Check(a) => options(&a),
+            crate::cli::Command::Check(a) => settings(&a),
             _ => unreachable!(),
         }
+    }
+
+    fn parse(args: &[&str]) -> Result<CheckOptions, OptionsError> {
+        parse_settings(args).map(|(o, _)| o)
     }
 
     #[test]
@@ -402,10 +448,19 @@ mod tests {
         std::fs::write(
             &path,
             "[target]\npid = 7\n[load]\ncommand = \"true\"\n[phases]\nduration = \"30s\"\n\
-             warmup = \"4s\"\n[allow]\nthreads = 9\nfds = 1\n",
+             warmup = \"4s\"\n[allow]\nthreads = 9\nfds = 1\n\
+             [reports]\njunit = \"ci/leaks.xml\"\nhtml = \"ci/leaks.html\"\n",
         )
         .unwrap();
         let p = path.to_str().unwrap();
+        let (_, reports) = parse_settings(&["--config", p, "--report", "mine.html"]).unwrap();
+        assert_eq!(
+            reports,
+            ReportPaths {
+                junit: Some("ci/leaks.xml".into()),
+                html: Some("mine.html".into())
+            }
+        );
         let o = parse(&["--config", p, "--duration", "5s", "--allow", "fds=3"]).unwrap();
         assert!(matches!(o.target, TargetChoice::Pid(7)));
         assert_eq!(
