@@ -53,9 +53,18 @@ fn setup(carrier: SocketAddr) -> Setup {
     }
 }
 
+/// The phases of the tests' checks: short enough for a test.
+const SHORT: &[&str] = &["--warmup", "8s", "--duration", "20s", "--cooldown", "12s"];
+
 /// `leakscope check --spawn` of the service with `loads` (and `extra`
 /// flags), phases short enough for a test.
 fn run_check(s: &Setup, loads: &[String], extra: &[&str]) -> Run {
+    run_check_phases(s, loads, extra, SHORT)
+}
+
+/// `leakscope check --spawn` of the service with `loads`, `extra` flags and
+/// `phases` (none: the defaults).
+fn run_check_phases(s: &Setup, loads: &[String], extra: &[&str], phases: &[&str]) -> Run {
     let health = format!("http://{}/healthz", s.api);
     let pprof = format!("http://{}", s.agent);
     let mut args: Vec<&str> = vec![
@@ -65,14 +74,9 @@ fn run_check(s: &Setup, loads: &[String], extra: &[&str]) -> Run {
         &health,
         "--pprof-url",
         &pprof,
-        "--warmup",
-        "8s",
-        "--duration",
-        "20s",
-        "--cooldown",
-        "12s",
         "--json",
     ];
+    args.extend(phases);
     for l in loads {
         args.extend(["--load", l.as_str()]);
     }
@@ -115,18 +119,26 @@ fn expected() -> [(&'static str, &'static str, &'static str, i64); 4] {
     ]
 }
 
-#[test]
-fn every_leak_is_named_and_the_check_fails() {
-    let s = setup(carrier());
+/// Every route in the mix, the leaking ones a few in a hundred.
+fn leaky_loads(s: &Setup) -> [String; 5] {
     let api = s.api;
-    let loads = [
+    [
         format!("http://{api}/items/{{n}}=40"),
         format!("POST http://{api}/orders=20"),
         format!("POST http://{api}/orders/{{n}}/notify=1"),
         format!("POST http://{api}/orders/{{n}}/reserve=2"),
         format!("POST http://{api}/orders/{{n}}/ship=1"),
-    ];
-    let body = r#"{"customer":"c{n}","items":[{"sku":7,"quantity":2}],"note":"check"}"#;
+    ]
+}
+
+/// The body of the POSTs.
+const BODY: &str = r#"{"customer":"c{n}","items":[{"sku":7,"quantity":2}],"note":"check"}"#;
+
+#[test]
+fn every_leak_is_named_and_the_check_fails() {
+    let s = setup(carrier());
+    let loads = leaky_loads(&s);
+    let body = BODY;
     let dir = scratch("check-order-service");
     let junit = dir.join("reports/leaks.xml");
     let html = dir.join("reports/leaks.html");
@@ -345,4 +357,38 @@ fn a_cache_that_fills_and_stays_passes_ten_times() {
         }
     }
     assert!(failed.is_empty(), "runs {failed:?} of 10 failed");
+}
+
+/// What a CI check costs with the default phases (10 s, 60 s, 15 s): one
+/// leaking check (exit 1, every kind named) and three clean ones (exit 0),
+/// each timed. For the figures in docs, not for CI.
+#[test]
+#[ignore = "four checks of about 90 s each; run with --ignored"]
+fn default_phases_time_and_verdicts() {
+    let s = setup(carrier());
+    let r = run_check_phases(
+        &s,
+        &leaky_loads(&s),
+        &["--rate", "400", "--load-body", BODY],
+        &[],
+    );
+    eprintln!(
+        "leaking check, default phases: exit {:?} in {:.0} s",
+        r.code, r.secs
+    );
+    assert_eq!(r.code, Some(1), "{}", r.output());
+    for (kind, function, _, line) in expected() {
+        let site = &r.kind(kind)["finding"]["site"];
+        assert_eq!(site["function"], function, "{kind}: {}", r.output());
+        assert_eq!(site["line"], line, "{kind}");
+    }
+    for i in 0..3 {
+        let loads = [format!("http://{}/items/{{n}}", s.api)];
+        let r = run_check_phases(&s, &loads, &["--rate", "1000"], &[]);
+        eprintln!(
+            "clean check {i}, default phases: exit {:?} in {:.0} s",
+            r.code, r.secs
+        );
+        assert_clean(&r);
+    }
 }

@@ -53,8 +53,13 @@ fn bad_usage_exits_2_with_a_message() {
 
 #[test]
 fn demo_is_one_check_that_names_every_leak() {
+    let page = std::env::temp_dir().join(format!(
+        "leakscope-cli-{}/demo/report.html",
+        std::process::id()
+    ));
     let out = leakscope()
-        .args(["demo", "--exit", "--duration", "6s"])
+        .args(["demo", "--exit", "--duration", "6s", "--report"])
+        .arg(&page)
         .output()
         .expect("run leakscope demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -113,6 +118,17 @@ fn demo_is_one_check_that_names_every_leak() {
         tasks.contains("LEAK") && tasks.contains("tokio_unstable"),
         "{tasks}"
     );
+    // The HTML report is written where asked, and says so.
+    assert!(
+        stdout.contains(&format!("file://{}", page.display())),
+        "{stdout}"
+    );
+    let html = std::fs::read_to_string(&page).expect("the demo's HTML report");
+    assert!(
+        html.contains("leak_heap_kib"),
+        "the report names the heap leak"
+    );
+    let _ = std::fs::remove_dir_all(page.parent().and_then(|p| p.parent()).unwrap());
 }
 
 #[test]

@@ -243,11 +243,7 @@ fn builtin(
 /// Runs `leakscope check`; the process exit code.
 pub async fn run(args: CheckArgs) -> i32 {
     let human_to_stderr = args.json;
-    let tty = if human_to_stderr {
-        std::io::stderr().is_terminal()
-    } else {
-        std::io::stdout().is_terminal()
-    };
+    let tty = colours(human_to_stderr);
     let out: Box<dyn Write + Send> = if human_to_stderr {
         Box::new(std::io::stderr())
     } else {
@@ -272,6 +268,18 @@ pub async fn run(args: CheckArgs) -> i32 {
     finish(args.json, &reports, &report)
 }
 
+/// Whether the human text gets colours and redrawn progress: when it goes
+/// to a terminal (stderr with `--json`, else stdout) and `NO_COLOR` is not
+/// set (<https://no-color.org>).
+pub fn colours(to_stderr: bool) -> bool {
+    let tty = if to_stderr {
+        std::io::stderr().is_terminal()
+    } else {
+        std::io::stdout().is_terminal()
+    };
+    tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 fn progress_writer(stderr: bool) -> Box<dyn Write> {
     if stderr {
         Box::new(std::io::stderr())
@@ -294,11 +302,7 @@ pub fn plan(o: &CheckOptions) -> String {
 
 /// Prints the summary (and JSON), writes the reports; the exit code.
 pub fn finish(json: bool, reports: &ReportPaths, report: &CheckReport) -> i32 {
-    let tty = if json {
-        std::io::stderr().is_terminal()
-    } else {
-        std::io::stdout().is_terminal()
-    };
+    let tty = colours(json);
     let text = summary::render(report, tty);
     let mut code = report.outcome.exit_code();
     if json {
@@ -348,7 +352,7 @@ fn write_reports(
 
 /// Writes `text` to `path` whole: into a temporary file beside it, then
 /// renamed, so a CI step never reads half a report.
-fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
+pub fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }

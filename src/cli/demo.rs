@@ -11,7 +11,7 @@
 //! A CI check runs a minute of load after a 10 s warm-up; the demo loads
 //! for 12 s after a 3 s warm-up, and prints that it does.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -36,6 +36,10 @@ pub struct DemoArgs {
     /// Address for the service (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub addr: SocketAddr,
+    /// Where to write the check's HTML report [default: leakscope-demo/report.html
+    /// in the temporary directory].
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<std::path::PathBuf>,
 }
 
 /// Settings of the hidden `leaky-service` command.
@@ -168,12 +172,26 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
              what they are (README: \"Naming every leak\").\n"
         );
     }
-    let tty = std::io::stdout().is_terminal();
+    let tty = super::check::colours(false);
     let progress = Progress::new(Box::new(std::io::stdout()), tty);
     let show = |e: &leakscope::check::Event| progress.show(e);
     let report = leakscope::check::run(&opts, &show).await;
     progress.finish();
     print!("{}", summary::render(&report, tty));
+    let page = args
+        .report
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("leakscope-demo/report.html"));
+    match super::check::write_file(&page, &leakscope::check::report::html(&report)) {
+        Ok(()) => println!(
+            "\n  The HTML report (verdicts, timelines, flamegraphs of the evidence): file://{}",
+            std::path::absolute(&page).unwrap_or(page).display()
+        ),
+        Err(e) => println!(
+            "\n  The HTML report could not be written to {}: {e}",
+            page.display()
+        ),
+    }
     let _ = std::io::stdout().flush();
     let missed: Vec<&str> = KINDS
         .iter()
