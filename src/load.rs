@@ -2,8 +2,9 @@
 //! leakscope looks for appear under load. `leakscope load URL`, the demo
 //! and the tests use it.
 //!
-//! [`run`] sends GET requests to a [`Target`] (one URL, or a weighted mix
-//! of paths on one server) from [`LoadOptions::concurrency`] workers, each
+//! [`run`] sends requests to a [`Target`] (one URL, a weighted mix of
+//! paths on one server, or a mix of [`Request`]s of any method, with
+//! bodies, numbered so each can name a thing of its own) from [`LoadOptions::concurrency`] workers, each
 //! a tokio task with its own keep-alive [`Connection`], until a bound (a
 //! duration, a number of requests, or both) is reached, and returns a
 //! [`LoadReport`]: requests, successes, errors by kind, latency histogram.
@@ -190,6 +191,8 @@ pub struct Target {
     url: HttpUrl,
     /// Path and query of each entry, with its weight.
     paths: Vec<(String, u32)>,
+    /// Method and body of each entry.
+    how: Vec<How>,
     /// Cumulative weights: path `i` owns positions `ends[i-1]..ends[i]`.
     ends: Vec<u64>,
     /// A step coprime with the total weight, about 0.618 of it, that
@@ -197,12 +200,54 @@ pub struct Target {
     stride: u64,
 }
 
+/// One kind of request of a [`Target`] made with [`Target::requests`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// `GET`, `POST`, `PUT`, `PATCH` or `DELETE` ([`METHODS`]).
+    pub method: String,
+    /// Path and query, starting with `/`; [`SEQ`] in it is replaced by the
+    /// request's number.
+    pub path: String,
+    /// Share of the requests (at least 1).
+    pub weight: u32,
+    /// The body, if any ([`SEQ`] replaced too), sent as `application/json`
+    /// when it starts with `{` or `[`, else as `text/plain`.
+    pub body: Option<String>,
+}
+
+/// The methods a [`Request`] may use.
+pub const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
+
+/// Replaced, in a [`Request`]'s path and body, by the request's number
+/// (1, 2, 3, ... over the whole run), so each request can name a thing of
+/// its own: `/orders/{n}/notify`.
+pub const SEQ: &str = "{n}";
+
+/// Method and body of one entry of a [`Target`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct How {
+    method: &'static str,
+    body: Option<String>,
+    content_type: Option<&'static str>,
+    /// The path or the body holds [`SEQ`].
+    numbered: bool,
+}
+
+impl How {
+    const GET: How = How {
+        method: "GET",
+        body: None,
+        content_type: None,
+        numbered: false,
+    };
+}
+
 impl Target {
     /// One URL, such as `http://127.0.0.1:6060/leak/heap?kb=64`.
     pub fn parse(url: &str) -> Result<Target, LoadError> {
         let url = HttpUrl::parse(url).map_err(LoadError::BadUrl)?;
         let path = url.path().to_owned();
-        Ok(Target::new(url, vec![(path, 1)]))
+        Ok(Target::new(url, vec![(path, 1)], vec![How::GET]))
     }
 
     /// A weighted mix of paths (with queries) on the server of `base`,
@@ -238,10 +283,58 @@ impl Target {
         if checked.is_empty() {
             return Err(LoadError::BadMix("no paths given".into()));
         }
-        Ok(Target::new(url, checked))
+        let how = vec![How::GET; checked.len()];
+        Ok(Target::new(url, checked, how))
     }
 
-    fn new(url: HttpUrl, paths: Vec<(String, u32)>) -> Target {
+    /// A weighted mix of requests of any method, with bodies, on the server
+    /// of `base` (which has no path of its own). [`SEQ`] in a path or body
+    /// is replaced by the request's number.
+    pub fn requests(
+        base: &str,
+        requests: impl IntoIterator<Item = Request>,
+    ) -> Result<Target, LoadError> {
+        let requests: Vec<Request> = requests.into_iter().collect();
+        let mix = Target::mix(
+            base,
+            requests
+                .iter()
+                .map(|r| (r.path.replace(SEQ, "1"), r.weight)),
+        )?;
+        let mut paths = Vec::with_capacity(requests.len());
+        let mut how = Vec::with_capacity(requests.len());
+        for r in requests {
+            let method = METHODS
+                .iter()
+                .find(|m| m.eq_ignore_ascii_case(&r.method))
+                .ok_or_else(|| {
+                    LoadError::BadMix(format!(
+                        "method {:?} of {}: use one of {}",
+                        r.method,
+                        r.path,
+                        METHODS.join(", ")
+                    ))
+                })?;
+            let content_type = r.body.as_deref().map(|b| {
+                if b.trim_start().starts_with(['{', '[']) {
+                    "application/json"
+                } else {
+                    "text/plain; charset=utf-8"
+                }
+            });
+            how.push(How {
+                method,
+                numbered: r.path.contains(SEQ)
+                    || r.body.as_deref().is_some_and(|b| b.contains(SEQ)),
+                body: r.body,
+                content_type,
+            });
+            paths.push((r.path, r.weight));
+        }
+        Ok(Target::new(mix.url, paths, how))
+    }
+
+    fn new(url: HttpUrl, paths: Vec<(String, u32)>, how: Vec<How>) -> Target {
         let ends: Vec<u64> = paths
             .iter()
             .scan(0u64, |sum, (_, w)| {
@@ -257,6 +350,7 @@ impl Target {
         Target {
             url,
             paths,
+            how,
             ends,
             stride,
         }
@@ -394,7 +488,11 @@ pub async fn run(
         by_path: target
             .paths
             .iter()
-            .map(|(p, _)| p.clone())
+            .zip(&target.how)
+            .map(|((p, _), how)| match how.method {
+                "GET" => p.clone(),
+                m => format!("{m} {p}"),
+            })
             .zip(total.by_path)
             .collect(),
         target_rate: opts.rate,
@@ -540,12 +638,33 @@ async fn worker(shared: Arc<Shared>) -> Stats {
             tokio::time::sleep_until(slot.into()).await;
         }
         let index = shared.target.pick(ticket);
-        let path = &shared.target.paths[index].0;
+        let how = &shared.target.how[index];
+        let (path, body) = {
+            let (path, body) = (&shared.target.paths[index].0, how.body.as_deref());
+            if how.numbered {
+                let n = (ticket + 1).to_string();
+                (
+                    std::borrow::Cow::Owned(path.replace(SEQ, &n)),
+                    body.map(|b| std::borrow::Cow::Owned(b.replace(SEQ, &n))),
+                )
+            } else {
+                (
+                    std::borrow::Cow::Borrowed(path.as_str()),
+                    body.map(std::borrow::Cow::Borrowed),
+                )
+            }
+        };
         shared.sent.fetch_add(1, Relaxed);
         stats.requests += 1;
         stats.by_path[index] += 1;
         let started = Instant::now();
-        let attempt = attempt(&mut conn, shared.addr, path, shared.timeout);
+        let request = Outgoing {
+            method: how.method,
+            path: &path,
+            content_type: how.content_type,
+            body: body.as_deref().map_or(&[][..], str::as_bytes),
+        };
+        let attempt = attempt(&mut conn, shared.addr, request, shared.timeout);
         let result = match tokio::time::timeout(shared.timeout, attempt).await {
             Ok(result) => result,
             Err(_) => {
@@ -578,12 +697,20 @@ async fn worker(shared: Arc<Shared>) -> Stats {
     stats
 }
 
-/// Sends one GET on the worker's connection, connecting first if there is
-/// none; returns the status. A failed request drops the connection.
+/// One request to send.
+struct Outgoing<'a> {
+    method: &'static str,
+    path: &'a str,
+    content_type: Option<&'static str>,
+    body: &'a [u8],
+}
+
+/// Sends one request on the worker's connection, connecting first if there
+/// is none; returns the status. A failed request drops the connection.
 async fn attempt(
     conn: &mut Option<Connection>,
     addr: SocketAddr,
-    path: &str,
+    r: Outgoing<'_>,
     timeout: Duration,
 ) -> Result<u16, Failure> {
     let open = match conn {
@@ -594,7 +721,10 @@ async fn attempt(
                 .map_err(Failure::Connect)?,
         ),
     };
-    match open.get(path, timeout).await {
+    match open
+        .request(r.method, r.path, r.content_type, r.body, timeout)
+        .await
+    {
         Ok(response) => Ok(response.status),
         Err(e) => {
             *conn = None;
@@ -694,6 +824,34 @@ mod tests {
         assert!((0..10).all(|n| one.pick(n) == 0));
         let even = Target::mix("http://h:1", [("/a", 6), ("/b", 6)]).unwrap();
         assert_eq!((0..12).filter(|&n| even.pick(n) == 0).count(), 6);
+    }
+
+    #[test]
+    fn requests_take_methods_bodies_and_numbers() {
+        let req = |method: &str, path: &str, body: Option<&str>| Request {
+            method: method.into(),
+            path: path.into(),
+            weight: 2,
+            body: body.map(str::to_owned),
+        };
+        let t = Target::requests(
+            "http://h:1",
+            [
+                req("post", "/orders", Some(r#"{"id":{n}}"#)),
+                req("POST", "/orders/{n}/notify", None),
+                req("GET", "/", Some("x")),
+            ],
+        )
+        .unwrap();
+        assert_eq!(t.how[0].method, "POST");
+        assert_eq!(t.how[0].content_type, Some("application/json"));
+        assert!(t.how[0].numbered && t.how[1].numbered && !t.how[2].numbered);
+        assert_eq!(t.how[2].content_type, Some("text/plain; charset=utf-8"));
+        assert_eq!(t.paths().nth(1), Some(("/orders/{n}/notify", 2)));
+        let e = Target::requests("http://h:1", [req("BREW", "/", None)]).unwrap_err();
+        assert!(e.to_string().contains("use one of GET, POST"), "{e}");
+        let e = Target::requests("http://h:1", [req("GET", "x", None)]).unwrap_err();
+        assert!(e.to_string().contains("does not start with '/'"), "{e}");
     }
 
     #[test]

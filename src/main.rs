@@ -1,6 +1,7 @@
 //! The `leakscope` command-line tool.
 //!
-//! Exit codes: 0 success, 1 failure (the message says why), 2 bad usage.
+//! Exit codes: 0 success, 1 failure (the message says why), 2 bad usage;
+//! `leakscope check`: 0 clean, 1 a leak, 2 the check could not run.
 
 leakscope::enable_heap_profiling!();
 
@@ -14,7 +15,7 @@ fn main() {
     // `watch` prints alerts and status changes on stdout itself, so the watch
     // loop's own log lines about them are left out by default.
     let default_filter = match args.command {
-        cli::Command::Watch(_) | cli::Command::Demo(_) => {
+        cli::Command::Watch(_) | cli::Command::Demo(_) | cli::Command::Check(_) => {
             "warn,leakscope_agent::watch::monitor=error"
         }
         _ => "warn",
@@ -41,15 +42,21 @@ fn main() {
     };
     let result = runtime.block_on(async {
         match args.command {
-            cli::Command::Demo(a) => cli::demo::run(a).await,
-            cli::Command::Watch(a) => cli::watch::run(*a).await,
-            cli::Command::Diff(a) => cli::diff::run(a),
-            cli::Command::View(a) => cli::view::run(a).await,
-            cli::Command::Load(a) => cli::load::run(a).await,
+            cli::Command::Check(a) => Ok(Some(cli::check::run(*a).await)),
+            cli::Command::LeakyService(a) => cli::demo::leaky_service(a).await.map(|()| None),
+            cli::Command::Demo(a) => cli::demo::run(a).await.map(|()| None),
+            cli::Command::Watch(a) => cli::watch::run(*a).await.map(|()| None),
+            cli::Command::Diff(a) => cli::diff::run(a).map(|()| None),
+            cli::Command::View(a) => cli::view::run(a).await.map(|()| None),
+            cli::Command::Load(a) => cli::load::run(a).await.map(|()| None),
         }
     });
-    if let Err(e) = result {
-        eprintln!("leakscope: {e:#}");
-        std::process::exit(1);
+    match result {
+        Ok(None) => {}
+        Ok(Some(code)) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("leakscope: {e:#}");
+            std::process::exit(1);
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! The `leakscope` command line as a user runs it: `--help`, and the demo
-//! (the README's main command) finding each leak and naming it from its
-//! alert.
+//! (the README's main command): one `leakscope check` that finds each
+//! leak and names it.
 //! Also checks that README.md still gives the two commands.
 
 use std::process::Command;
@@ -16,6 +16,32 @@ fn help_lists_the_demo() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Usage: leakscope"), "{text}");
     assert!(text.contains("demo"), "{text}");
+    assert!(text.contains("check"), "{text}");
+}
+
+#[test]
+fn check_help_documents_the_exit_codes() {
+    let out = leakscope()
+        .args(["check", "--help"])
+        .output()
+        .expect("run leakscope check --help");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "0  clean",
+        "1  a leak",
+        "2  the check could not run",
+        "--spawn <CMD>",
+        "--load <[METHOD ]URL[=WEIGHT]>",
+        "--load-cmd <CMD>",
+        "--allow <KIND=AMOUNT,...>",
+        "--config <FILE>",
+        "--junit <FILE>",
+        "--report <FILE>",
+        "--json",
+    ] {
+        assert!(text.contains(needle), "{needle:?} in:\n{text}");
+    }
 }
 
 #[test]
@@ -26,9 +52,14 @@ fn bad_usage_exits_2_with_a_message() {
 }
 
 #[test]
-fn demo_names_every_leak_kind_from_its_alert() {
+fn demo_is_one_check_that_names_every_leak() {
+    let page = std::env::temp_dir().join(format!(
+        "leakscope-cli-{}/demo/report.html",
+        std::process::id()
+    ));
     let out = leakscope()
-        .args(["demo", "--exit", "--duration", "5s"])
+        .args(["demo", "--exit", "--duration", "6s", "--report"])
+        .arg(&page)
         .output()
         .expect("run leakscope demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -41,46 +72,63 @@ fn demo_names_every_leak_kind_from_its_alert() {
             .unwrap_or_else(|| panic!("{needle:?} in src/leaky.rs"))
             + 1
     };
-    // It says which settings differ from the built-in ones.
+    // It is a check, says how it differs from a CI one, and gives the
+    // command line.
+    assert!(stdout.contains("Shorter than a CI check"), "{stdout}");
+    assert!(stdout.contains("leakscope check --pid "), "{stdout}");
     assert!(
-        stdout.contains("Settings that differ from leakscope's built-in defaults"),
+        stdout.contains("leakscope check: LEAK: 4 of 4 kinds leaked"),
         "{stdout}"
     );
-    // Heap and threads are named by code, from the alerts' findings.
-    let found = |kind: &str| {
+    for phase in ["[warm-up]", "[load]", "[cool-down]"] {
+        assert!(stdout.contains(phase), "{phase}: {stdout}");
+    }
+    // Each kind's row of the table: LEAK, and what and where.
+    let row = |kind: &str| {
         stdout
             .lines()
-            .find(|l| l.contains(&format!("FOUND: {kind} leak")))
-            .unwrap_or_else(|| panic!("no {kind} line in:\n{stdout}"))
+            .find(|l| l.trim_start().starts_with(&format!("{kind} ")) && l.contains(" → "))
+            .unwrap_or_else(|| panic!("no {kind} row in:\n{stdout}"))
             .to_owned()
     };
-    let heap = found("heap");
+    let heap = row("heap");
     let heap_at = format!(
-        "at leakscope::leaky::leak_heap_kib (src/leaky.rs:{})",
+        "leakscope::leaky::leak_heap_kib (src/leaky.rs:{})",
         line_of("let block = vec![0x5au8;")
     );
-    assert!(heap.contains(&heap_at), "{heap}");
-    let thread = found("thread");
+    assert!(heap.contains("LEAK") && heap.contains(&heap_at), "{heap}");
+    let thread = row("threads");
     let thread_at = format!("(src/leaky.rs:{})", line_of("std::thread::park();"));
     assert!(
-        thread.contains("at leakscope::leaky::leak_thread::{{closure}}")
+        thread.contains("LEAK")
+            && thread
+                .contains("thread 'leaky-thread' in leakscope::leaky::leak_thread::{{closure}}")
             && thread.contains(&thread_at),
         "{thread}"
     );
     // fds are named by what they are; tasks by spawn site only with
     // tokio's unstable hooks, which this build does not have: it says so.
-    assert!(found("fd").contains("file /dev/null"), "{stdout}");
-    assert!(found("task").contains("tokio_unstable"), "{stdout}");
-    // Every kind was detected during the load.
-    for kind in ["heap", "threads", "tasks", "fds"] {
-        let row = stdout
-            .lines()
-            .find(|l| l.trim_start().starts_with(kind) && l.contains(" s  "))
-            .unwrap_or_else(|| panic!("{kind} in the scorecard:\n{stdout}"));
-        assert!(!row.contains("not detected"), "{row}");
-    }
-    assert!(stdout.contains("/debug/pprof/ui/diff?base="), "{stdout}");
-    assert!(stdout.contains("alert "), "{stdout}");
+    let fds = row("fds");
+    assert!(
+        fds.contains("LEAK") && fds.contains("file /dev/null"),
+        "{fds}"
+    );
+    let tasks = row("tasks");
+    assert!(
+        tasks.contains("LEAK") && tasks.contains("tokio_unstable"),
+        "{tasks}"
+    );
+    // The HTML report is written where asked, and says so.
+    assert!(
+        stdout.contains(&format!("file://{}", page.display())),
+        "{stdout}"
+    );
+    let html = std::fs::read_to_string(&page).expect("the demo's HTML report");
+    assert!(
+        html.contains("leak_heap_kib"),
+        "the report names the heap leak"
+    );
+    let _ = std::fs::remove_dir_all(page.parent().and_then(|p| p.parent()).unwrap());
 }
 
 #[test]

@@ -1,38 +1,31 @@
-//! `leakscope demo`: the whole story in one command. It starts the leaky
-//! example service with the agent (watch loop, snapshot store, viewer) in
-//! this process, puts it under load with the built-in load generator (most
-//! requests are normal, some leak heap, threads, tokio tasks or file
-//! descriptors), shows the counters and the alerts as they move, each alert
-//! with the leak the agent named in it, and ends with a scorecard built
-//! from those alerts: for each kind of leak, how fast it was detected, how
-//! sure the naming is, and the function and file:line. The service and the
-//! viewer stay up until Ctrl-C (`--exit` stops).
+//! `leakscope demo`: the whole story in one command, as one `leakscope
+//! check` run on the leaky example. It starts the leaky example service
+//! (`leakscope::leaky` with the agent, this binary's hidden `leaky-service`
+//! command) as a process of its own, then runs the check on it, exactly as
+//! `leakscope check --pid ...` would: the built-in load generator sends
+//! mostly normal requests and a few that leak heap, a thread, a tokio task
+//! or a file; the check reads the service before a warm-up, through the
+//! load and after a cool-down, and ends with its summary table, each leak
+//! named. Without `--exit` the service and its viewer stay up until Ctrl-C.
 //!
-//! To tell in seconds what takes minutes on a real service, the demo uses
-//! shorter rule windows, a faster sampling interval and a shorter evidence
-//! period than the built-in defaults, and prints them; everything else
-//! (heap sampling, how leaks are named) is what a service gets.
+//! A CI check runs a minute of load after a 10 s warm-up; the demo loads
+//! for 12 s after a 3 s warm-up, and prints that it does.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use leakscope::agent::explain::{Confidence, Finding};
-use leakscope::agent::store::{Store, StoreOptions};
-use leakscope::agent::watch::monitor::{MonitorOptions, MonitorView};
-use leakscope::agent::watch::rules::{Condition, Rule, Transition};
-use leakscope::agent::{AgentBuilder, AgentParts};
-use leakscope::load;
-use leakscope::ui::AgentBuilderExt;
-use leakscope::viewer::render::table::format_value;
+use leakscope::check::summary::{self, Progress};
+use leakscope::check::target::{Spawned, wait_healthy};
+use leakscope::check::{CheckOptions, LoadChoice, LoadEntry, Outcome, TargetChoice};
+use leakscope::client::url::HttpUrl;
 
 /// Settings of the demo.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
-    /// How long to load the service.
-    #[arg(long, default_value = "10s", value_parser = super::watch::parse_duration)]
+    /// The check's load phase (a CI check loads for a minute).
+    #[arg(long, default_value = "12s", value_parser = super::watch::parse_duration)]
     pub duration: Duration,
     /// Concurrent connections of the load.
     #[arg(long, default_value_t = 8)]
@@ -43,9 +36,19 @@ pub struct DemoArgs {
     /// Address for the service (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub addr: SocketAddr,
+    /// Where to write the check's HTML report [default: leakscope-demo/report.html
+    /// in the temporary directory].
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<std::path::PathBuf>,
 }
 
-const TIMEOUT: Duration = Duration::from_secs(20);
+/// Settings of the hidden `leaky-service` command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LeakyServiceArgs {
+    /// Where to listen.
+    #[arg(long, default_value = "127.0.0.1:6060")]
+    pub addr: SocketAddr,
+}
 
 /// Requests per second of the load, in all.
 const RATE: f64 = 800.0;
@@ -59,416 +62,159 @@ const MIX: &[(&str, u32)] = &[
     ("/leak/fd", 2),
 ];
 
-/// The demo's growth-rule window (built-in: 5 minutes).
-const WINDOW_SECS: f64 = 3.0;
-/// The demo's sampling interval (built-in: 1 s).
-const INTERVAL: Duration = Duration::from_millis(100);
-/// The demo's evidence period (built-in: a minute).
-const EVIDENCE_EVERY: Duration = Duration::from_secs(2);
+/// The demo's warm-up (a CI check's: 10 s).
+const WARMUP: Duration = Duration::from_secs(3);
+/// The demo's cool-down (a CI check's: 15 s); tokio's blocking threads
+/// leave after 10 s idle.
+const COOLDOWN: Duration = Duration::from_secs(12);
+/// The kinds the demo leaks.
+const KINDS: &[&str] = &["heap", "threads", "tasks", "fds"];
 
-/// Each kind of leak: its name, its rule (metric, threshold per minute).
-const KINDS: &[(&str, &str, f64)] = &[
-    ("heap", "heap_bytes", 30.0 * 1024.0 * 1024.0),
-    ("threads", "threads", 30.0),
-    ("tasks", "tokio_tasks", 60.0),
-    ("fds", "open_fds", 30.0),
-];
-
-/// Growth rules with windows short enough for a demo of seconds.
-fn demo_rules() -> Vec<Rule> {
-    KINDS
-        .iter()
-        .map(|(_, metric, per_minute)| {
-            Rule::new(
-                format!("{metric}_growth"),
-                *metric,
-                Condition::Growth {
-                    per_minute: *per_minute,
-                    critical_per_minute: None,
-                    window_secs: WINDOW_SECS,
-                },
-            )
-        })
-        .collect()
-}
-
-/// What the demo prints about its settings, before anything runs.
-fn settings() -> String {
-    let per_minute = |metric: &str, v: f64| {
-        if metric.ends_with("_bytes") {
-            format!("{}/min", format_value(v as i64, "bytes"))
-        } else {
-            format!("{v:.0}/min")
-        }
-    };
-    let thresholds: Vec<String> = KINDS
-        .iter()
-        .map(|(kind, metric, v)| format!("{kind} {}", per_minute(metric, *v)))
-        .collect();
-    let mut out = format!(
-        "  Settings that differ from leakscope's built-in defaults, to show in seconds what takes\n  \
-         minutes on a real service:\n\
-         \x20   rules     growth over {WINDOW_SECS} s windows (built-in: 5 min); {}\n\
-         \x20   sampling  every {} ms (built-in: every second)\n\
-         \x20   evidence  every {} s (built-in: every minute): heap snapshots, healthy fds and tasks profiles\n\
-         \x20 Built in, as a service gets them: jemalloc's heap sampling (512 KiB), how each alert names its leak.\n",
-        thresholds.join(", "),
-        INTERVAL.as_millis(),
-        EVIDENCE_EVERY.as_secs()
-    );
-    if !leakscope::agent::tasks::hooks_installed() {
-        out.push_str(
-            "  This build has no --cfg tokio_unstable: task leaks are counted, not traced to their spawn \n  \
-             site (README: \"Naming every leak\" says what a service sets for that).\n",
-        );
-    }
-    out
-}
-
-/// One kind of leak on the scorecard: the first alert of its rule during
-/// the load.
-struct Leak {
-    kind: &'static str,
-    rule: String,
-    alert: Option<Transition>,
-}
-
-impl Leak {
-    fn finding(&self) -> Option<&Finding> {
-        self.alert.as_ref().and_then(|a| a.finding.as_ref())
-    }
-}
-
-pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    println!("leakscope demo: a service that leaks under load, and each leak named\n");
-    print!("{}", settings());
-    println!();
-    let data = std::env::temp_dir().join(format!("leakscope-demo-{}", std::process::id()));
-    let store = Store::open(&data, StoreOptions::default())
-        .with_context(|| format!("opening a snapshot store in {}", data.display()))?;
-    let parts: Arc<OnceLock<AgentParts>> = Arc::default();
-    let agent = {
-        let parts = parts.clone();
-        AgentBuilder::new()
-            .watch(
-                MonitorOptions::default()
-                    .interval(INTERVAL)
-                    .rules(demo_rules()),
-            )
-            .evidence_every(EVIDENCE_EVERY)
-            .store(store.clone())
-            .with_ui()
-            .extra_routes(move |p| {
-                let _ = parts.set(p.clone());
-                axum::Router::new()
-            })
-            .router()
-    };
-    let app = leakscope::leaky::router().merge(agent);
+/// Serves the leaky example with the agent and its viewer on `addr`.
+pub async fn leaky_service(args: LeakyServiceArgs) -> anyhow::Result<()> {
+    use leakscope::ui::AgentBuilderExt;
+    let agent = leakscope::AgentBuilder::new()
+        .with_default_env()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let app = leakscope::leaky::router().merge(agent.with_ui().router());
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
-    let addr = listener.local_addr()?;
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let monitor = parts
-        .get()
-        .and_then(|p| p.monitor.clone())
-        .context("the agent's watch loop did not start")?;
-    println!("  service  http://{addr}/");
-    println!("  pprof    http://{addr}/debug/pprof/");
-    println!("  viewer   http://{addr}/debug/pprof/ui/\n");
-
-    // A quiet start, longer than the rules' window and the evidence
-    // period, so the rules settle and healthy evidence is taken.
-    drive(
-        addr,
-        &[("/", 1)],
-        Duration::from_millis(2500),
-        2,
-        Some(100.0),
-        &mut |_| {},
-    )
-    .await?;
-    let before = monitor.view();
-    println!("  [1/3] healthy: {}", counters(&before));
-
-    println!(
-        "  [2/3] load: {} at {RATE:.0} requests/s on {} connections; 1 request in {} leaks something",
-        human_secs(args.duration.as_secs_f64()),
-        args.concurrency,
-        MIX.iter().map(|(_, w)| w).sum::<u32>()
-            / MIX[1..].iter().map(|(_, w)| w).sum::<u32>().max(1)
-    );
-    let started = Instant::now();
-    let load_start = now_unix();
-    let mut leaks: Vec<Leak> = KINDS
-        .iter()
-        .map(|(kind, metric, _)| Leak {
-            kind,
-            rule: format!("{metric}_growth"),
-            alert: None,
-        })
-        .collect();
-    let tty = std::io::stdout().is_terminal();
-    let mut seen_alerts = before.alerts_total;
-    let mut last_line = Instant::now() - Duration::from_secs(10);
-    let report = {
-        let monitor = monitor.clone();
-        let total = args.duration;
-        let mut tick = |p: &Tick| {
-            let view = monitor.view();
-            // Alerts as they fire, each with what it names.
-            if view.alerts_total > seen_alerts {
-                let new = (view.alerts_total - seen_alerts) as usize;
-                for a in view.alerts.iter().rev().take(new).rev() {
-                    if tty {
-                        print!("\r\x1b[2K");
-                    }
-                    println!(
-                        "        alert {:>5.1}s  {} -> {}: {}",
-                        started.elapsed().as_secs_f64(),
-                        a.rule,
-                        a.to,
-                        a.message
-                    );
-                    if let Some(f) = &a.finding {
-                        println!("                      {} ({})", f.summary, f.confidence);
-                    }
-                }
-                seen_alerts = view.alerts_total;
-            }
-            let progress = (p.elapsed.as_secs_f64() / total.as_secs_f64()).min(1.0);
-            let filled = (progress * 24.0) as usize;
-            let line = format!(
-                "        [{}{}] {:>4.1}s  {} requests ({:.0}/s)  {}",
-                "#".repeat(filled),
-                "-".repeat(24 - filled),
-                p.elapsed.as_secs_f64(),
-                p.sent,
-                p.sent as f64 / p.elapsed.as_secs_f64().max(0.001),
-                counters(&view)
-            );
-            if tty {
-                print!("\r\x1b[2K{line}");
-                let _ = std::io::stdout().flush();
-            } else if last_line.elapsed() >= Duration::from_secs(2) {
-                println!("{line}");
-                last_line = Instant::now();
-            }
-        };
-        drive(
-            addr,
-            MIX,
-            args.duration,
-            args.concurrency.max(1),
-            Some(RATE),
-            &mut tick,
-        )
-        .await?
-    };
-    if tty {
-        println!();
-    }
-    println!("        {report}");
-    // Late alerts: a rule may need one more sample.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let after = monitor.view();
-    for leak in &mut leaks {
-        leak.alert = after
-            .alerts
-            .iter()
-            .find(|a| a.rule == leak.rule && a.to > a.from && a.at >= load_start)
-            .cloned();
-    }
-
-    println!(
-        "\n  [3/3] scorecard ({} -> {}), from the alerts:\n",
-        counters(&before),
-        counters(&after)
-    );
-    println!("        {:<8} {:>8}  {:<9} where", "leak", "alert", "named");
-    for l in &leaks {
-        let detected = l
-            .alert
-            .as_ref()
-            .map_or("-".to_owned(), |a| human_secs(a.at - load_start));
-        let (named, place) = match l.finding() {
-            Some(f) => (
-                f.confidence.as_str().to_owned(),
-                match &f.site {
-                    Some(site) => format!(
-                        "{} ({}:{})",
-                        site.function,
-                        short_path(&site.file),
-                        site.line
-                    ),
-                    None => f
-                        .groups
-                        .first()
-                        .map_or(f.summary.clone(), |g| format!("+{} {}", g.delta(), g.what)),
-                },
-            ),
-            None if l.alert.is_some() => ("-".to_owned(), "(no finding)".to_owned()),
-            None => ("-".to_owned(), "not detected".to_owned()),
-        };
-        println!(
-            "        {:<8} {:>8}  {:<9} {place}",
-            l.kind, detected, named
-        );
-    }
-    println!();
-    for l in &leaks {
-        let (Some(alert), Some(f)) = (&l.alert, l.finding()) else {
-            continue;
-        };
-        let when = human_secs(alert.at - load_start);
-        match (&f.site, f.confidence) {
-            (Some(site), Confidence::Exact | Confidence::Clear | Confidence::Likely) => println!(
-                "  FOUND: {} leak at {} ({}:{}), alert after {when}: {}",
-                singular(l.kind),
-                site.function,
-                short_path(&site.file),
-                site.line,
-                f.summary
-            ),
-            _ => println!(
-                "  FOUND: {} leak, alert after {when}: {} ({})",
-                singular(l.kind),
-                f.summary,
-                f.confidence
-            ),
-        }
-    }
-    if let Some(url) = leaks
-        .iter()
-        .filter_map(|l| l.finding().and_then(|f| f.url.clone()))
-        .next()
-    {
-        println!("\n  The diff of the first finding, in the viewer: http://{addr}{url}");
-    }
-    let missed: Vec<&str> = leaks
-        .iter()
-        .filter(|l| l.alert.is_none())
-        .map(|l| l.kind)
-        .collect();
-    if args.exit {
-        server.abort();
-        println!(
-            "  Snapshots kept in {} (leakscope view {} shows them).",
-            data.display(),
-            data.join("snapshots").display()
-        );
-        if !missed.is_empty() {
-            bail!("not detected: {}", missed.join(", "));
-        }
-        return Ok(());
-    }
-    println!("  The service and the viewer stay up; Ctrl-C to stop (--exit stops here).");
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
-    server.abort();
-    let _ = std::fs::remove_dir_all(&data);
+    println!("leaky service on http://{}/", listener.local_addr()?);
+    axum::serve(listener, app).await?;
     Ok(())
 }
 
-fn now_unix() -> f64 {
-    leakscope::agent::collect::unix_seconds(std::time::SystemTime::now())
-}
-
-fn singular(kind: &str) -> &str {
-    match kind {
-        "threads" => "thread",
-        "tasks" => "task",
-        "fds" => "fd",
-        k => k,
+/// A free loopback port when `addr` asks for port 0.
+fn pick(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    if addr.port() != 0 {
+        return Ok(addr);
     }
+    let l = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+    Ok(l.local_addr()?)
 }
 
-fn human_secs(s: f64) -> String {
-    format!("{s:.1} s")
+/// `'text'` for `sh`.
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// `threads 21 fds 30 rss 40.1 MiB`
-fn counters(v: &MonitorView) -> String {
-    let Some(s) = &v.last else {
-        return "no sample yet".into();
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    println!("leakscope demo: one `leakscope check` on a service that leaks under load\n");
+    let addr = pick(args.addr)?;
+    let exe = std::env::current_exe().context("finding this program")?;
+    let command = format!(
+        "exec {} leaky-service --addr {addr}",
+        quote(&exe.to_string_lossy())
+    );
+    let mut service = Spawned::start(&command).map_err(anyhow::Error::msg)?;
+    let base = format!("http://{addr}");
+    let health = HttpUrl::parse(&format!("{base}/")).map_err(anyhow::Error::msg)?;
+    let mut alive = || match service.exited() {
+        Some(st) => Err(format!(
+            "the leaky service exited ({st}){}",
+            service.tail_block()
+        )),
+        None => Ok(()),
     };
-    format!(
-        "threads {} fds {} rss {}",
-        s.threads,
-        s.open_fds,
-        format_value(s.rss_bytes as i64, "bytes")
-    )
-}
+    wait_healthy(&health, false, Duration::from_secs(30), &mut alive)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let pid = service.pid();
+    println!("  service  {base}/ (pid {pid}): leakscope::leaky with the agent");
+    println!("  viewer   {base}/debug/pprof/ui/\n");
 
-/// Progress of the load, for the demo's line.
-struct Tick {
-    sent: u64,
-    elapsed: Duration,
-}
-
-/// Puts `addr` under load with the load generator ([`leakscope::load`]): a
-/// weighted `mix` of paths for `duration`, paced at `rate` requests per
-/// second in all (a closed loop without), calling `tick` about every 200 ms
-/// on this task; returns the load's one-line summary.
-async fn drive(
-    addr: SocketAddr,
-    mix: &[(&str, u32)],
-    duration: Duration,
-    concurrency: usize,
-    rate: Option<f64>,
-    tick: &mut dyn FnMut(&Tick),
-) -> anyhow::Result<String> {
-    let target = load::Target::mix(&format!("http://{addr}"), mix.iter().copied())?;
-    let mut opts = load::LoadOptions::default()
-        .concurrency(concurrency)
-        .duration(duration)
-        .timeout(TIMEOUT);
-    if let Some(r) = rate {
-        opts = opts.rate(r);
+    let entries: Vec<LoadEntry> = MIX
+        .iter()
+        .map(|(path, weight)| LoadEntry {
+            method: "GET".into(),
+            url: format!("{base}{path}"),
+            weight: *weight,
+            body: None,
+        })
+        .collect();
+    let load = LoadChoice::Builtin {
+        entries,
+        rate: Some(RATE),
+        concurrency: args.concurrency.max(1),
+    };
+    let mut opts = CheckOptions::new(TargetChoice::Pid(pid), load);
+    opts.pprof_url = Some(HttpUrl::parse(&base).map_err(anyhow::Error::msg)?);
+    opts.warmup = WARMUP;
+    opts.duration = args.duration;
+    opts.cooldown = COOLDOWN;
+    let loads: Vec<String> = MIX
+        .iter()
+        .map(|(p, w)| format!("--load '{base}{p}={w}'"))
+        .collect();
+    println!(
+        "  The check, as you would run it:\n    leakscope check --pid {pid} --pprof-url {base} \
+         \\\n      {} \\\n      --rate {RATE:.0} -c {} --warmup {}s --duration {}s --cooldown {}s\n",
+        loads.join(" "),
+        args.concurrency.max(1),
+        WARMUP.as_secs(),
+        args.duration.as_secs_f64(),
+        COOLDOWN.as_secs()
+    );
+    println!(
+        "  Shorter than a CI check (warm-up {} s, load {} s, cool-down {} s by default), to \
+         show in about {:.0} s\n  what a CI job would. 1 request in {} leaks something.\n",
+        CheckOptions::DEFAULT_WARMUP.as_secs(),
+        CheckOptions::DEFAULT_DURATION.as_secs(),
+        CheckOptions::DEFAULT_COOLDOWN.as_secs(),
+        (WARMUP + args.duration + COOLDOWN).as_secs_f64() + 6.0,
+        MIX.iter().map(|(_, w)| w).sum::<u32>() / MIX[1..].iter().map(|(_, w)| w).sum::<u32>()
+    );
+    if !leakscope::agent::tasks::hooks_installed() {
+        println!(
+            "  This binary is built without --cfg tokio_unstable and the fd-sites link flags: \
+             task leaks are\n  counted, not traced to their spawn site, and fds are named by \
+             what they are (README: \"Naming every leak\").\n"
+        );
     }
-    let latest = std::sync::Mutex::new(Tick {
-        sent: 0,
-        elapsed: Duration::ZERO,
-    });
-    let progress = |p: &load::Progress| {
-        *latest.lock().unwrap_or_else(|e| e.into_inner()) = Tick {
-            sent: p.sent,
-            elapsed: p.elapsed,
-        };
-    };
-    let run = load::run(&target, &opts, Some(&progress));
-    tokio::pin!(run);
-    let mut every = tokio::time::interval(Duration::from_millis(200));
-    let report = loop {
-        tokio::select! {
-            r = &mut run => break r?,
-            _ = every.tick() => {
-                let t = latest.lock().unwrap_or_else(|e| e.into_inner());
-                tick(&t);
-            }
+    let tty = super::check::colours(false);
+    let progress = Progress::new(Box::new(std::io::stdout()), tty);
+    let show = |e: &leakscope::check::Event| progress.show(e);
+    let report = leakscope::check::run(&opts, &show).await;
+    progress.finish();
+    print!("{}", summary::render(&report, tty));
+    let page = args
+        .report
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("leakscope-demo/report.html"));
+    match super::check::write_file(&page, &leakscope::check::report::html(&report)) {
+        Ok(()) => println!(
+            "\n  The HTML report (verdicts, timelines, flamegraphs of the evidence): file://{}",
+            std::path::absolute(&page).unwrap_or(page).display()
+        ),
+        Err(e) => println!(
+            "\n  The HTML report could not be written to {}: {e}",
+            page.display()
+        ),
+    }
+    let _ = std::io::stdout().flush();
+    let missed: Vec<&str> = KINDS
+        .iter()
+        .copied()
+        .filter(|k| !report.kinds.iter().any(|v| v.kind == *k && v.leaked))
+        .collect();
+    if args.exit {
+        service.stop(Duration::from_secs(5)).await;
+        if report.outcome == Outcome::Error {
+            bail!(
+                "the check could not run: {}",
+                report.error.unwrap_or_default()
+            );
         }
-    };
-    tick(&Tick {
-        sent: report.requests,
-        elapsed: report.elapsed,
-    });
-    Ok(format!(
-        "{} requests in {:.1} s ({:.0}/s), {} failed; latency p50 {:?}, p99 {:?}",
-        report.requests,
-        report.elapsed.as_secs_f64(),
-        report.rate(),
-        report.failed(),
-        report.latency.quantile(0.5),
-        report.latency.quantile(0.99),
-    ))
-}
-
-/// The path relative to this crate when it is inside it.
-fn short_path(file: &str) -> &str {
-    let root = env!("CARGO_MANIFEST_DIR");
-    file.strip_prefix(root)
-        .map(|f| f.trim_start_matches('/'))
-        .unwrap_or(file)
+        if !missed.is_empty() {
+            bail!("not found: {}", missed.join(", "));
+        }
+        return Ok(());
+    }
+    println!("\n  The service and its viewer stay up ({base}/debug/pprof/ui/); Ctrl-C to stop.");
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    service.stop(Duration::from_secs(5)).await;
+    Ok(())
 }

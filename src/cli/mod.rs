@@ -1,5 +1,6 @@
 //! The `leakscope` command line: subcommands and their wiring.
 
+pub mod check;
 pub mod demo;
 pub mod diff;
 pub mod load;
@@ -33,4 +34,11 @@ pub enum Command {
     /// loop, bounded by duration or request count; latency and errors at
     /// the end.
     Load(load::LoadArgs),
+    /// A leak test for CI: load a service, let it cool down, and fail with
+    /// each leak named when something stayed behind (exit 0 clean, 1 leak,
+    /// 2 could not run).
+    Check(Box<check::CheckArgs>),
+    /// The demo's leaky service on its own (used by `leakscope demo`).
+    #[command(hide = true)]
+    LeakyService(demo::LeakyServiceArgs),
 }

@@ -25,24 +25,19 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use leakscope_agent::explain::Finding;
-use leakscope_agent::explain::counts::{Counted, counted, finding, grown, total};
+use leakscope_agent::explain::counts::{Counted, finding};
 use leakscope_agent::profile::Profile;
-use leakscope_agent::resource::{ResourceSample, Target};
+use leakscope_agent::resource::ResourceSample;
 use leakscope_agent::store::{NewSnapshot, Trigger};
 use leakscope_agent::watch::monitor::Levels;
 
 use super::counts::{Flavor, find_flavor};
-use super::pull::{base_path, get_capped, once};
-use super::threads::{DumpedThread, ThreadSample, parse, read_names, read_tids, thread_what};
+use super::remote::{self, blocking};
+use super::threads::{read_names, read_tids};
 use super::{Event, Shared, TargetState};
-use leakscope_agent::tasks::SITES_UNKNOWN;
 use leakscope_agent::watch::baselines::{BASELINE_SPAN, Baselines};
 
-/// Largest fds or tasks profile read from an agent.
-pub const COUNT_PROFILE_CAP: usize = 32 << 20;
-/// Largest thread dump (`debug=2`) read from an agent (which cuts its own
-/// text at 4 MiB).
-pub const THREAD_DUMP_CAP: usize = 16 << 20;
+pub use super::remote::{COUNT_PROFILE_CAP, THREAD_DUMP_CAP};
 /// Longest time between readings of the thread ids while healthy.
 pub const THREAD_IDS_EVERY: Duration = Duration::from_secs(10);
 
@@ -251,36 +246,19 @@ fn lock(readings: &Mutex<Readings>) -> std::sync::MutexGuard<'_, Readings> {
     readings.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Runs `f` on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| format!("a blocking job failed: {e}"))?
-}
-
 /// A count profile pulled from the target's agent at `path`, reduced.
 async fn read_agent(
     t: &TargetState,
     path: &str,
     sample: Option<ResourceSample>,
 ) -> Result<Reading, String> {
-    let url = format!("{}{path}", base_path(t));
-    let r = get_capped(t, &url, COUNT_PROFILE_CAP).await?;
-    let time = SystemTime::now();
-    let origin = format!("{path} of {}", t.spec.name);
-    let body = r.body;
-    let counted = blocking(move || {
-        let p = Profile::decode_bytes(&body, &origin).map_err(|e| e.to_string())?;
-        Ok((counted(&p), body))
-    })
-    .await?;
+    let endpoint = super::pull::endpoint_of(t)?;
+    let p = remote::count_profile(endpoint, path).await?;
     Ok(Reading {
-        time,
+        time: SystemTime::now(),
         origin: Origin::Agent,
-        counted: Arc::new(counted.0),
-        data: Arc::new(counted.1),
+        counted: Arc::new(p.counted),
+        data: Arc::new(p.data),
         sample,
         stored: Arc::default(),
         note: None,
@@ -307,17 +285,12 @@ async fn read_fds(
         }
     }
     let time = SystemTime::now();
-    let (counted, data) = blocking(move || {
-        let p =
-            leakscope_agent::collect::fds::capture(Target::Pid(pid)).map_err(|e| e.to_string())?;
-        Ok((counted(&p), p.encode_gzip()))
-    })
-    .await?;
+    let p = remote::proc_fds(pid).await?;
     Ok(Reading {
         time,
         origin: Origin::Proc,
-        counted: Arc::new(counted),
-        data: Arc::new(data),
+        counted: Arc::new(p.counted),
+        data: Arc::new(p.data),
         sample,
         stored: Arc::default(),
         note,
@@ -430,33 +403,7 @@ pub async fn explain_tasks(
              first one was taken)",
         ));
     };
-    let (b, n) = (&base.counted, &new.counted);
-    let unknown = n.iter().find(|c| c.what.starts_with(SITES_UNKNOWN));
-    let mut f = match unknown {
-        Some(c) => {
-            let mut f = Finding::unknown(
-                "tasks",
-                "tasks",
-                format!(
-                    "tokio tasks {} -> {} ({:+}): spawn sites unknown; the agent's tasks profile \
-                     says {}",
-                    total(b),
-                    total(n),
-                    total(n) - total(b),
-                    c.what
-                ),
-            );
-            f.groups = grown(b, n).into_iter().take(Finding::MAX_GROUPS).collect();
-            f
-        }
-        None => finding(
-            "tasks",
-            "tasks",
-            b,
-            n,
-            "the tasks that grew were spawned from library code only",
-        ),
-    };
+    let mut f = remote::tasks_finding(&base.counted, &new.counted);
     f.detail
         .push_str(&format!("; {}", base_words("tasks profile", at, now)));
     let base = (&base, Taken::Healthy);
@@ -489,20 +436,8 @@ pub async fn explain_threads(
         match dump_threads(t).await {
             Ok(dump) => {
                 let time = SystemTime::now();
-                let before: Vec<&DumpedThread> = dump
-                    .threads
-                    .iter()
-                    .filter(|d| tids.contains(&d.tid))
-                    .collect();
-                let b: Vec<Counted> = before.iter().map(|d| d.counted()).collect();
-                let n: Vec<Counted> = dump.threads.iter().map(DumpedThread::counted).collect();
-                let mut f = finding(
-                    "threads",
-                    "threads",
-                    &b,
-                    &n,
-                    "they run only library code (no frame of the program's own on their stacks)",
-                );
+                let c = super::threads::compare_dump(&tids, &dump, time);
+                let mut f = c.finding;
                 f.detail.push_str(&format!(
                     "; {}, as they are in the agent's thread dump at the alert",
                     base_words("reading of the thread ids", at, now)
@@ -510,12 +445,7 @@ pub async fn explain_threads(
                 for n in &dump.notes {
                     f.detail.push_str(&format!("; the dump says: {n}"));
                 }
-                let all: Vec<&DumpedThread> = dump.threads.iter().collect();
-                let (base_p, new_p) = (
-                    super::threads::profile(before.iter().map(|d| dumped(d)), time),
-                    super::threads::profile(all.iter().map(|d| dumped(d)), time),
-                );
-                store_threads(shared, t, (base_p, new_p), time, &sample, labels, &mut f).await;
+                store_threads(shared, t, (c.base, c.new), time, &sample, labels, &mut f).await;
                 return f;
             }
             Err(e) => {
@@ -536,24 +466,14 @@ pub async fn explain_threads(
         }
     };
     let time = SystemTime::now();
-    let counted_of = |(_, name): &&(u32, String)| Counted {
-        what: thread_what(name),
-        site: None,
-        count: 1.0,
-        agent: false,
-    };
-    let before: Vec<&(u32, String)> = names.iter().filter(|(tid, _)| tids.contains(tid)).collect();
-    let all: Vec<&(u32, String)> = names.iter().collect();
-    let b: Vec<Counted> = before.iter().map(counted_of).collect();
-    let n: Vec<Counted> = all.iter().map(counted_of).collect();
     let missing = if kind == Flavor::Go {
-        "a Go service's OS threads carry the program's name and run goroutines of any code; the \
-         goroutine rules name the code"
+        super::threads::MISSING_GO
     } else {
         "the sidecar reads the threads' names from /proc/PID/task, outside the process: the code \
          a thread runs is not known from there (a leakscope agent's pprof URL gives it)"
     };
-    let mut f = finding("threads", "threads", &b, &n, missing);
+    let c = super::threads::compare_names(&tids, &names, missing, time);
+    let mut f = c.finding;
     f.detail.push_str(&format!(
         "; {}, as they are at the alert",
         base_words("reading of the thread ids", at, now)
@@ -561,11 +481,7 @@ pub async fn explain_threads(
     if let Some(note) = note {
         f.detail.push_str(&format!("; {note}"));
     }
-    let (base_p, new_p) = (
-        super::threads::profile(before.iter().map(|t| named(t)), time),
-        super::threads::profile(all.iter().map(|t| named(t)), time),
-    );
-    store_threads(shared, t, (base_p, new_p), time, &sample, labels, &mut f).await;
+    store_threads(shared, t, (c.base, c.new), time, &sample, labels, &mut f).await;
     f
 }
 
@@ -593,37 +509,10 @@ async fn store_threads(
     .await;
 }
 
-/// A dumped thread as a sample of the stored profile.
-fn dumped(d: &DumpedThread) -> ThreadSample<'_> {
-    ThreadSample {
-        name: &d.name,
-        frames: &d.frames,
-        label: d.silent.clone(),
-    }
-}
-
-/// A thread known by name only as a sample of the stored profile.
-fn named((_, name): &(u32, String)) -> ThreadSample<'_> {
-    ThreadSample {
-        name,
-        frames: &[],
-        label: Some(thread_what(name)),
-    }
-}
-
-/// The agent's thread dump (`debug=2`), read: one request, not retried,
-/// since each dump signals every thread of the service.
+/// The agent's thread dump (`debug=2`) of the target ([`remote::thread_dump`]).
 async fn dump_threads(t: &TargetState) -> Result<super::threads::ThreadDump, String> {
-    let path = format!("{}/debug/pprof/threads?debug=2", base_path(t));
-    let r = once(t, &path, THREAD_DUMP_CAP).await?;
-    if !(200..300).contains(&r.status) {
-        return Err(format!(
-            "GET {path}: HTTP {}: {}",
-            r.status,
-            r.text().lines().next().unwrap_or_default()
-        ));
-    }
-    blocking(move || parse(&String::from_utf8_lossy(&r.body)).map_err(|e| e.to_string())).await
+    let endpoint = super::pull::endpoint_of(t)?;
+    remote::thread_dump(endpoint).await
 }
 
 /// The two threads profiles a finding compared, as readings to store.

@@ -29,6 +29,7 @@ mod kinds;
 pub mod locate;
 mod naming;
 mod pull;
+pub mod remote;
 pub mod threads;
 #[cfg(feature = "viewer")]
 pub mod ui;

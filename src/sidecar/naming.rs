@@ -35,16 +35,15 @@ use leakscope_agent::store::Trigger;
 use leakscope_agent::watch::rules::{Condition, Level};
 
 use super::counts::{Flavor, flavor};
-use super::goroutines::{Group, finding as goroutine_finding, group, parse};
-use super::pull::{base_path, get_capped, snapshot, unix_now};
+use super::goroutines::{Group, finding as goroutine_finding};
+use super::pull::{snapshot, unix_now};
 use super::{Event, Shared, TargetState, kinds};
 
 /// Heap snapshots kept per target: half an hour at one a minute.
 pub const HEAP_RING: usize = 30;
 /// Goroutine pulls kept per target (their groups only).
 pub const GOROUTINE_RING: usize = 16;
-/// Largest goroutine dump (`debug=2`) read; a larger one fails the pull.
-pub const GOROUTINE_DUMP_CAP: usize = 32 << 20;
+pub use super::remote::GOROUTINE_DUMP_CAP;
 /// Longest an alert waits for its finding (the pulls it needs included).
 pub const EXPLAIN_TIMEOUT: Duration = Duration::from_secs(20);
 /// Window assumed for goroutine rules that have none (not growth rules).
@@ -233,18 +232,10 @@ pub async fn pull_goroutines(
 ) -> Result<(Option<String>, Arc<Vec<Group>>, f64), String> {
     let healthy = trigger == Trigger::Schedule && goroutines_ok(t);
     let pid = t.monitor.view().pid;
-    let path = format!("{}/debug/pprof/goroutine?debug=2", base_path(t));
     let dump = async {
-        let r = get_capped(t, &path, GOROUTINE_DUMP_CAP).await?;
-        let at = unix_now();
-        let groups = tokio::task::spawn_blocking(move || {
-            let text = String::from_utf8_lossy(&r.body);
-            parse(&text).map(|gs| group(&gs))
-        })
-        .await
-        .map_err(|e| format!("reading the goroutine dump: {e}"))?
-        .map_err(|e| e.to_string())?;
-        Ok::<_, String>((at, groups))
+        let endpoint = super::pull::endpoint_of(t)?;
+        let groups = super::remote::goroutine_groups(endpoint).await?;
+        Ok::<_, String>((unix_now(), groups))
     };
     let (at, groups) = match dump.await {
         Ok(d) => d,

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use leakscope_agent::client::{ClientError, Connection, Response};
+use leakscope_agent::client::ClientError;
 use leakscope_agent::explain::heap::reduce;
 use leakscope_agent::profile::Profile;
 use leakscope_agent::resource::{SampleOptions, Target, sample};
@@ -27,6 +27,7 @@ use leakscope_viewer::{DiffOptions, rank_growth};
 
 use super::counts::{self, Flavor};
 use super::naming::pull_goroutines;
+use super::remote;
 use super::{Event, Shared, TargetState};
 
 /// Profile kinds a snapshot can be, and the pprof path of each.
@@ -69,72 +70,20 @@ pub enum SnapshotError {
     Store(#[from] leakscope_agent::Error),
 }
 
-/// The base path of the target's pprof URL: the URL's path without a
-/// trailing `/debug/pprof[/]` or `/`, so `http://h:6060`,
-/// `http://h:6060/debug/pprof/` and `http://h:6060/svc` all work.
+/// The base path of the target's pprof URL ([`remote::base_path`]); ""
+/// without one.
 pub(super) fn base_path(t: &TargetState) -> String {
-    let Some(e) = &t.endpoint else {
-        return String::new();
-    };
-    let path = e.url().path().split('?').next().unwrap_or_default();
-    let path = path.trim_end_matches('/');
-    path.strip_suffix("/debug/pprof").unwrap_or(path).to_owned()
-}
-
-/// GET `path` from the target's server through its endpoint (timeouts,
-/// retries, breaker, counters), reading at most `cap` bytes of body; an
-/// answer that is not 2xx, or a larger one, is an error that says so.
-pub(super) async fn get_capped(
-    t: &TargetState,
-    path: &str,
-    cap: usize,
-) -> Result<Response, String> {
-    let endpoint = t
-        .endpoint
+    t.endpoint
         .as_ref()
-        .ok_or_else(|| format!("target {:?} has no pprof URL", t.spec.name))?;
-    endpoint
-        .get_capped(path, None, cap)
-        .await
-        .map_err(|e| describe_capped(path, cap, &e))
+        .map(remote::base_path)
+        .unwrap_or_default()
 }
 
-/// A capped pull's error in words: one over the cap names the cap.
-fn describe_capped(path: &str, cap: usize, e: &ClientError) -> String {
-    if e.is_body_too_large() {
-        format!(
-            "GET {path}: the answer is larger than the sidecar's cap of {} MiB for it",
-            cap >> 20
-        )
-    } else {
-        e.to_string()
-    }
-}
-
-/// GET `path` once, any status returned, reading at most `cap` bytes, out
-/// of the endpoint's retries and counters: for the probes that find out
-/// what serves the URL (a 404 there is an answer, not a failed pull) and
-/// for a request that must not be repeated (a thread dump signals every
-/// thread of the target). Refused while the target's breaker is open.
-pub(super) async fn once(t: &TargetState, path: &str, cap: usize) -> Result<Response, String> {
-    let endpoint = t
-        .endpoint
+/// The target's endpoint, or an error naming the target that has none.
+pub(super) fn endpoint_of(t: &TargetState) -> Result<&leakscope_agent::client::Endpoint, String> {
+    t.endpoint
         .as_ref()
-        .ok_or_else(|| format!("target {:?} has no pprof URL", t.spec.name))?;
-    if endpoint.breaker_state() == leakscope_agent::client::backoff::BreakerState::Open {
-        return Err(format!(
-            "GET {path}: not tried, the target's pulls keep failing (circuit breaker open)"
-        ));
-    }
-    let policy = endpoint.policy();
-    let addr = endpoint.url().resolve(policy.connect_timeout).await?;
-    let mut conn = Connection::connect(addr, policy.connect_timeout)
-        .await
-        .map_err(|e| e.to_string())?
-        .with_max_body(cap);
-    conn.get(path, policy.timeout)
-        .await
-        .map_err(|e| describe_capped(path, cap, &e))
+        .ok_or_else(|| format!("target {:?} has no pprof URL", t.spec.name))
 }
 
 /// Now, in Unix seconds.
@@ -194,8 +143,11 @@ async fn pull_and_store(
             format!("{base}{path}?seconds={secs}"),
             Some(Duration::from_secs(u64::from(secs)) + endpoint.policy().timeout),
         )
-    } else if kind == "heap" && counts::flavor(t) == Flavor::Go {
-        (format!("{base}{path}?gc=1"), None)
+    } else if kind == "heap" {
+        (
+            format!("{base}{path}{}", remote::heap_query(counts::flavor(t))),
+            None,
+        )
     } else {
         (format!("{base}{path}"), None)
     };

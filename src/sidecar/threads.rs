@@ -292,6 +292,98 @@ pub fn profile<'a>(threads: impl IntoIterator<Item = ThreadSample<'a>>, at: Syst
     )
 }
 
+/// A dumped thread as a sample of a profile.
+fn dumped(d: &DumpedThread) -> ThreadSample<'_> {
+    ThreadSample {
+        name: &d.name,
+        frames: &d.frames,
+        label: d.silent.clone(),
+    }
+}
+
+/// A thread known by name only as a sample of a profile.
+fn named((_, name): &(u32, String)) -> ThreadSample<'_> {
+    ThreadSample {
+        name,
+        frames: &[],
+        label: Some(thread_what(name)),
+    }
+}
+
+/// Said of threads that grew when they run only library code (an agent's
+/// dump).
+pub const LIBRARY_ONLY: &str =
+    "they run only library code (no frame of the program's own on their stacks)";
+/// Said of a Go service's threads, which are known by name only.
+pub const MISSING_GO: &str = "a Go service's OS threads carry the program's name and run \
+     goroutines of any code; the goroutines name the code";
+
+/// Two thread readings compared: the finding, and the two `threads/count`
+/// profiles it compared (for the store, the viewer and reports).
+#[derive(Debug, Clone)]
+pub struct Compared {
+    /// What grew ([`explain::counts::finding`]).
+    ///
+    /// [`explain::counts::finding`]: leakscope_agent::explain::counts::finding
+    pub finding: leakscope_agent::explain::Finding,
+    /// The threads alive at the earlier reading, as they are now.
+    pub base: Profile,
+    /// Every thread now.
+    pub new: Profile,
+}
+
+/// The threads of an agent's `dump` that were not alive at an earlier
+/// reading of the thread ids `tids`, by the code they run: the base is the
+/// threads of `tids` as they are in the dump, so a thread that was there
+/// and is still there never counts.
+pub fn compare_dump(tids: &HashSet<u32>, dump: &ThreadDump, at: SystemTime) -> Compared {
+    let before: Vec<&DumpedThread> = dump
+        .threads
+        .iter()
+        .filter(|d| tids.contains(&d.tid))
+        .collect();
+    let b: Vec<Counted> = before.iter().map(|d| d.counted()).collect();
+    let n: Vec<Counted> = dump.threads.iter().map(DumpedThread::counted).collect();
+    let all: Vec<&DumpedThread> = dump.threads.iter().collect();
+    Compared {
+        finding: leakscope_agent::explain::counts::finding(
+            "threads",
+            "threads",
+            &b,
+            &n,
+            LIBRARY_ONLY,
+        ),
+        base: profile(before.iter().map(|d| dumped(d)), at),
+        new: profile(all.iter().map(|d| dumped(d)), at),
+    }
+}
+
+/// The threads of `names` (from `/proc/PID/task`) that were not alive at
+/// an earlier reading of the thread ids `tids`, by name (numbers folded);
+/// `missing` says why their code is not known.
+pub fn compare_names(
+    tids: &HashSet<u32>,
+    names: &[(u32, String)],
+    missing: &str,
+    at: SystemTime,
+) -> Compared {
+    let counted_of = |(_, name): &&(u32, String)| Counted {
+        what: thread_what(name),
+        site: None,
+        count: 1.0,
+        agent: false,
+    };
+    let before: Vec<&(u32, String)> = names.iter().filter(|(tid, _)| tids.contains(tid)).collect();
+    let all: Vec<&(u32, String)> = names.iter().collect();
+    let b: Vec<Counted> = before.iter().map(counted_of).collect();
+    let n: Vec<Counted> = all.iter().map(counted_of).collect();
+    Compared {
+        finding: leakscope_agent::explain::counts::finding("threads", "threads", &b, &n, missing),
+        base: profile(before.iter().map(|t| named(t)), at),
+        new: profile(all.iter().map(|t| named(t)), at),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -145,4 +145,5 @@ pub fn top_first_row(top: &str) -> &str {
         .unwrap_or_else(|| panic!("no rows in -top output:\n{top}"))
 }
 pub mod browser;
+pub mod check;
 pub mod sidecar;

@@ -134,7 +134,7 @@ fn goleaky_binary() -> PathBuf {
 
 /// Builds the Go program in `tests/data/NAME` (a directory with a go.mod)
 /// once per test binary.
-fn go_binary(name: &'static str) -> PathBuf {
+pub fn go_binary(name: &'static str) -> PathBuf {
     static BINS: Mutex<Vec<(&'static str, PathBuf)>> = Mutex::new(Vec::new());
     let mut bins = BINS.lock().expect("go binaries");
     if let Some((_, bin)) = bins.iter().find(|(n, _)| *n == name) {

@@ -238,7 +238,7 @@ async fn one_shot(
         line: Vec::new(),
         headers,
     };
-    conn.send(method, path, body, timeout).await
+    conn.send(method, path, None, body, timeout).await
 }
 
 /// One keep-alive HTTP/1.1 connection to a loopback service.
@@ -315,7 +315,7 @@ impl Connection {
 
     /// GET `path`; `timeout` bounds the whole exchange, a reconnect included.
     pub async fn get(&mut self, path: &str, timeout: Duration) -> Result<Response, ClientError> {
-        self.send("GET", path, &[], timeout).await
+        self.send("GET", path, None, &[], timeout).await
     }
 
     /// POST `body` to `path`; `timeout` bounds the whole exchange, a
@@ -326,17 +326,41 @@ impl Connection {
         body: &[u8],
         timeout: Duration,
     ) -> Result<Response, ClientError> {
-        self.send("POST", path, body, timeout).await
+        self.send("POST", path, None, body, timeout).await
+    }
+
+    /// Sends `method` to `path` with `body` (none for an empty one) and, when
+    /// given, a `Content-Type` header; `timeout` bounds the whole exchange, a
+    /// reconnect included. A content type with a CR, LF or NUL is refused
+    /// (a [`ClientError::Io`] of kind `InvalidInput`) before anything is sent.
+    pub async fn request(
+        &mut self,
+        method: &'static str,
+        path: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<Response, ClientError> {
+        if let Some(ct) = content_type {
+            check_headers(&[("Content-Type", ct)]).map_err(|source| ClientError::Io {
+                method,
+                path: path.to_owned(),
+                source,
+            })?;
+        }
+        self.send(method, path, content_type, body, timeout).await
     }
 
     async fn send(
         &mut self,
         method: &'static str,
         path: &str,
+        content_type: Option<&str>,
         body: &[u8],
         timeout: Duration,
     ) -> Result<Response, ClientError> {
-        match tokio::time::timeout(timeout, self.send_with_retry(method, path, body)).await {
+        let exchange = self.send_with_retry(method, path, content_type, body);
+        match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) => {
                 self.stream = None;
@@ -358,13 +382,14 @@ impl Connection {
         &mut self,
         method: &'static str,
         path: &str,
+        content_type: Option<&str>,
         body: &[u8],
     ) -> Result<Response, ClientError> {
         let reused = matches!(self.stream, Some((_, served)) if served > 0);
-        match self.exchange(method, path, body).await {
+        match self.exchange(method, path, content_type, body).await {
             Err(Failure::ClosedBeforeResponse(_)) if reused => {
                 self.stream = None;
-                self.exchange(method, path, body)
+                self.exchange(method, path, content_type, body)
                     .await
                     .map_err(|f| f.into_error(method, path))
             }
@@ -377,6 +402,7 @@ impl Connection {
         &mut self,
         method: &'static str,
         path: &str,
+        content_type: Option<&str>,
         body: &[u8],
     ) -> Result<Response, Failure> {
         let open = match self.stream.take() {
@@ -410,6 +436,9 @@ impl Connection {
         ));
         for (name, value) in &self.headers {
             head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if let Some(ct) = content_type {
+            head.push_str(&format!("Content-Type: {ct}\r\n"));
         }
         if !self.keep_alive {
             head.push_str("Connection: close\r\n");

@@ -210,6 +210,15 @@ fn verdict_table(b: &mut String, r: &CheckReport) {
     b.push_str("</table>");
 }
 
+/// Whether `summary` already says its kind in its first words (`heap: ...`,
+/// `threads 4 -> 9`, `tokio tasks 1 -> 9`), so the heading need not.
+fn names_kind(summary: &str, kind: &str) -> bool {
+    summary
+        .split_whitespace()
+        .take(2)
+        .any(|w| w.trim_end_matches(':') == kind)
+}
+
 /// Each finding: its summary, how it was named, the groups that grew.
 fn findings(b: &mut String, r: &CheckReport) {
     let with: Vec<(&KindVerdict, &Finding)> = r
@@ -224,10 +233,14 @@ fn findings(b: &mut String, r: &CheckReport) {
     for (k, f) in with {
         let _ = write!(
             b,
-            "<div class=\"finding card\" id=\"finding-{}\"><p class=\"summary\">{}: {}</p>\
+            "<div class=\"finding card\" id=\"finding-{}\"><p class=\"summary\">{}{}</p>\
              <p>{}{}</p><p class=\"detail muted\">{}</p>",
             id_part(&k.kind),
-            escape(&k.kind),
+            if names_kind(&f.summary, &k.kind) {
+                String::new()
+            } else {
+                format!("{}: ", escape(&k.kind))
+            },
             escape(&f.summary),
             if f.site.is_some() {
                 site_cell(Some(f)) + " "
