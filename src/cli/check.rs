@@ -481,4 +481,39 @@ mod tests {
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn reports_are_written_whole_or_the_error_names_the_file() {
+        let report = CheckReport {
+            target: "pid 7".into(),
+            pid: Some(7),
+            flavor: "process".into(),
+            outcome: Outcome::Clean,
+            error: None,
+            phases: Vec::new(),
+            kinds: Vec::new(),
+            series: Vec::new(),
+            load: Default::default(),
+            settings: Vec::new(),
+        };
+        let dir = std::env::temp_dir().join(format!("leakscope-check-out-{}", std::process::id()));
+        let junit = dir.join("a/b/leaks.xml");
+        let html = dir.join("leaks.html");
+        write_reports(&report, Some(&junit), Some(&html)).unwrap();
+        assert!(
+            std::fs::read_to_string(&junit)
+                .unwrap()
+                .contains("<testsuites")
+        );
+        assert!(std::fs::read_to_string(&html).unwrap().contains("<html"));
+        assert!(!dir.join("a/b/leaks.xml.tmp").exists());
+        // A folder that cannot be made: the message names the flag and the file.
+        let bad = html.join("under-a-file.xml");
+        let e = write_reports(&report, Some(&bad), None).unwrap_err();
+        assert!(
+            e.starts_with(&format!("--junit {}: ", bad.display())),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
