@@ -5,7 +5,7 @@
 //! [`run`] sends requests to a [`Target`] (one URL, a weighted mix of
 //! paths on one server, or a mix of [`Request`]s of any method, with
 //! bodies, numbered so each can name a thing of its own) from [`LoadOptions::concurrency`] workers, each
-//! a tokio task with its own keep-alive [`Connection`], until a bound (a
+//! a tokio task with its own keep-alive [`Connection`](leakscope_agent::client::Connection), until a bound (a
 //! duration, a number of requests, or both) is reached, and returns a
 //! [`LoadReport`]: requests, successes, errors by kind (also per entry),
 //! latency histograms (HdrHistogram).
