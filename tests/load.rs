@@ -1,6 +1,7 @@
 //! The load generator (`leakscope::load`) against a real server on
-//! 127.0.0.1: exact request counts, latency, pacing, errors by kind and
-//! weighted mixes; then `leakscope load` as a user runs it.
+//! 127.0.0.1: exact request counts, latency, pacing (and latency from the
+//! due time under a server that stalls), errors by kind and weighted
+//! mixes; then `leakscope load` as a user runs it.
 //!
 //! Each test starts its own axum server on a loopback port, which counts
 //! the requests it received per path. Every run is wrapped in a generous
@@ -15,7 +16,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, Uri};
-use axum::routing::get;
+use axum::routing::{any, get};
 use leakscope::load::{self, LoadOptions, LoadReport, Progress, Target};
 
 /// Requests received, by path.
@@ -55,7 +56,7 @@ fn app(received: Arc<Received>) -> Router {
         .route("/slow", get(handle))
         .route("/fail", get(handle))
         .route("/a", get(handle))
-        .route("/b", get(handle))
+        .route("/b", any(handle))
         .with_state(received)
 }
 
@@ -112,6 +113,8 @@ async fn closed_loop_sends_exactly_the_requests_asked_for() {
     assert_eq!(r.latency.count(), 500);
     assert_eq!(r.by_path, [("/ok".to_owned(), 500)]);
     assert_consistent(&r);
+    // Closed loop: latency counts from the send.
+    assert_eq!(r.latency.hdr(), r.service_time.hdr());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,6 +152,71 @@ async fn rate_mode_does_not_exceed_the_rate() {
     assert_eq!(r.requests, n);
     assert_eq!(r.target_rate, Some(100.0));
     assert_consistent(&r);
+}
+
+/// Where the stall is: the first 200 ms of every wall-clock second.
+const STALL: Duration = Duration::from_millis(200);
+
+/// A server that answers at once, except that a request arriving in the
+/// first 200 ms of a wall-clock second is held until that window ends:
+/// it stalls for 200 ms once a second.
+async fn serve_stalling() -> SocketAddr {
+    async fn stall() -> &'static str {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970");
+        let into_second = Duration::from_nanos(u64::from(now.subsec_nanos()));
+        if into_second < STALL {
+            tokio::time::sleep(STALL - into_second).await;
+        }
+        "ok"
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, Router::new().route("/", get(stall))).await;
+    });
+    addr
+}
+
+/// Coordinated omission: paced at 200/s over 4 connections, a server that
+/// stalls 200 ms a second holds every connection, and the requests due
+/// during the stall can only go out after it. Counted from their due
+/// time, a request due `t` into the window waits about `200 ms - t`, so
+/// about (200 - 50) / 1000 = 15 % of the requests take 50 ms or more, and
+/// p99 (about 190 ms) shows the stall. Counted from the actual send, only
+/// the few requests in flight when the window opened (about 4 of the 200
+/// of each second, 2 %) look slow. The bounds are wide: a busy machine
+/// adds delay everywhere, but cannot make the stall's share small or the
+/// requests sent after it slow in thousands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paced_latency_counts_from_the_due_time_so_a_stall_shows_in_p99() {
+    let addr = serve_stalling().await;
+    let opts = LoadOptions::default()
+        .rate(200.0)
+        .duration(Duration::from_secs(5))
+        .concurrency(4);
+    let r = run(&url(addr, "/"), &opts).await;
+    let summary = r.summary();
+    assert_eq!(r.ok, r.requests, "{summary}");
+    // Due slots are not dropped: 1000 in 5 s, all sent, if late.
+    assert!((990..=1_001).contains(&r.requests), "{summary}");
+    let ms = Duration::from_millis;
+    let (latency, service) = (&r.latency, &r.service_time);
+    assert!(latency.quantile(0.99) >= ms(100), "{summary}");
+    assert!(latency.quantile(0.5) < ms(50), "{summary}");
+    let stalled = latency.share_at_least(ms(50));
+    assert!((0.08..=0.30).contains(&stalled), "{stalled}\n{summary}");
+    // Measured from the send, the stall all but disappears.
+    let from_send = service.share_at_least(ms(50));
+    assert!(from_send <= 0.06, "{from_send}\n{summary}");
+    assert!(
+        from_send * 3.0 < stalled,
+        "{from_send} {stalled}\n{summary}"
+    );
+    assert!(summary.contains("\nservice   p50 "), "{summary}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,6 +431,59 @@ mod cli {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{stderr}");
         assert!(stderr.contains("connect refused"), "{stderr}");
+    }
+
+    #[test]
+    fn load_takes_weighted_urls_and_reports_each() {
+        let addr = serve_in_background();
+        let out = leakscope_load(&[
+            &format!("http://{addr}/a=2"),
+            &format!("POST http://{addr}/b"),
+            &format!("http://{addr}/fail"),
+            "--body",
+            r#"{"n":{n}}"#,
+            "-n",
+            "400",
+            "-c",
+            "4",
+        ]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}\n{stdout}");
+        // Exact over whole cycles of 4: 2 + 1 + 1.
+        let lines: Vec<&str> = stdout.lines().collect();
+        let paths = lines.iter().position(|l| *l == "paths").expect(&stdout);
+        let row = |i: usize| lines[paths + i].split_whitespace().collect::<Vec<_>>();
+        assert_eq!(row(1), ["/a", "200", "(50.0%)", "errors", "0"], "{stdout}");
+        assert_eq!(
+            row(2),
+            ["POST", "/b", "100", "(25.0%)", "errors", "0"],
+            "{stdout}"
+        );
+        assert_eq!(
+            row(3),
+            [
+                "/fail", "100", "(25.0%)", "errors", "100:", "HTTP", "500", "100"
+            ],
+            "{stdout}"
+        );
+        // Two servers in one load are refused, naming both.
+        let out = leakscope_load(&[
+            &format!("http://{addr}/a"),
+            "http://127.0.0.1:1/b",
+            "-n",
+            "1",
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!("is not on http://{addr}")),
+            "{stderr}"
+        );
+        let out = leakscope_load(&[&format!("BREW http://{addr}/a"), "-n", "1"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("method \"BREW\""), "{stderr}");
     }
 
     #[test]

@@ -35,18 +35,7 @@ pub enum TargetChoice {
     Name(Regex),
 }
 
-/// One request of the built-in load.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoadEntry {
-    /// `GET`, `POST`, ...
-    pub method: String,
-    /// The full URL; `{n}` in it is the request's number.
-    pub url: String,
-    /// Share of the requests.
-    pub weight: u32,
-    /// The body, for methods that send one.
-    pub body: Option<String>,
-}
+pub use crate::load::LoadEntry;
 
 /// Where the load comes from.
 #[derive(Debug, Clone, PartialEq)]
@@ -291,98 +280,27 @@ impl CheckOptions {
     }
 }
 
-/// The load generator's target for `entries`: every URL on one server.
+/// The load generator's target for `entries`: every URL on one server
+/// ([`Target::from_entries`](crate::load::Target::from_entries)).
 pub fn builtin_target(entries: &[LoadEntry]) -> Result<crate::load::Target, OptionsError> {
-    let mut base: Option<String> = None;
-    let mut requests = Vec::new();
-    for e in entries {
-        let url = HttpUrl::parse(&e.url.replace(crate::load::SEQ, "1"))
-            .map_err(|m| bad(format!("--load {}: {m}", e.url)))?;
-        let server = format!("http://{}", url.authority());
-        match &base {
-            None => base = Some(server.clone()),
-            Some(b) if *b != server => {
-                return Err(bad(format!(
-                    "--load {}: every load URL must be on one server ({b} first); use --load-cmd \
-                     for a load over several",
-                    e.url
-                )));
-            }
-            Some(_) => {}
-        }
-        let path = e
-            .url
-            .split_once("://")
-            .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
-            .unwrap_or("/");
-        requests.push(crate::load::Request {
-            method: e.method.clone(),
-            path: path.to_owned(),
-            weight: e.weight,
-            body: e.body.clone(),
-        });
-    }
-    let base = base.ok_or_else(|| bad("no load URL"))?;
-    crate::load::Target::requests(&base, requests).map_err(|e| bad(format!("--load: {e}")))
-}
-
-/// Reads a load entry: `[METHOD ]URL[=WEIGHT]`. The weight is the number
-/// after the last `=`, unless that `=` is the one of the URL's last query
-/// parameter (`/heap?kb=64` has no weight, `/heap?kb=64=8` has 8);
-/// without one the weight is 1.
-pub fn parse_load(spec: &str, body: Option<&str>) -> Result<LoadEntry, OptionsError> {
-    let spec = spec.trim();
-    let (method, rest) = match spec.split_once(char::is_whitespace) {
-        Some((m, rest)) if !m.contains("://") => (m.to_ascii_uppercase(), rest.trim()),
-        _ => ("GET".to_owned(), spec),
-    };
-    let (url, weight) = split_weight(rest);
-    let weight = match weight {
-        None => 1,
-        Some(w) => w.parse::<u32>().ok().filter(|w| *w >= 1).ok_or_else(|| {
-            bad(format!(
-                "--load {spec:?}: weight {w:?} is not a whole number >= 1"
-            ))
-        })?,
-    };
-    if !url.starts_with("http://") {
-        return Err(bad(format!(
-            "--load {spec:?}: give an http:// URL, such as http://127.0.0.1:8080/items/{{n}}=5"
-        )));
-    }
-    if !crate::load::METHODS.contains(&method.as_str()) {
-        return Err(bad(format!(
-            "--load {spec:?}: method {method:?}: use one of {}",
-            crate::load::METHODS.join(", ")
-        )));
-    }
-    let body = match method.as_str() {
-        "GET" | "DELETE" => None,
-        _ => body.map(str::to_owned),
-    };
-    Ok(LoadEntry {
-        method,
-        url: url.to_owned(),
-        weight,
-        body,
+    use crate::load::LoadError;
+    crate::load::Target::from_entries(entries).map_err(|e| match e {
+        LoadError::ManyServers { url, first } => bad(format!(
+            "--load {url}: every load URL must be on one server ({first} first); use \
+             --load-cmd for a load over several"
+        )),
+        LoadError::BadEntry(m) => bad(format!("--load {m}")),
+        e => bad(format!("--load: {e}")),
     })
 }
 
-/// `URL=8` → (`URL`, `8`), `URL` → (`URL`, none), by the rule of
-/// [`parse_load`].
-fn split_weight(s: &str) -> (&str, Option<&str>) {
-    let Some((head, tail)) = s.rsplit_once('=') else {
-        return (s, None);
-    };
-    if tail.is_empty() || !tail.chars().all(|c| c.is_ascii_digit()) {
-        return (s, None);
-    }
-    // The last query parameter of `head` (after `?` or `&`): with an `=`
-    // of its own, this one is the weight; without, it is the parameter's.
-    match head.rsplit_once(['?', '&']) {
-        Some((_, param)) if !param.contains('=') => (s, None),
-        _ => (head, Some(tail)),
-    }
+/// Reads a load entry: `[METHOD ]URL[=WEIGHT]`
+/// ([`parse_entry`](crate::load::parse_entry)).
+pub fn parse_load(spec: &str, body: Option<&str>) -> Result<LoadEntry, OptionsError> {
+    crate::load::parse_entry(spec, body).map_err(|e| match e {
+        crate::load::LoadError::BadEntry(m) => bad(format!("--load {m}")),
+        e => bad(format!("--load {spec:?}: {e}")),
+    })
 }
 
 /// `4MiB`, `512KiB`, `1GiB`, `4M`, `1048576` → bytes.
@@ -438,35 +356,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn load_entries() {
-        let e = parse_load("http://h:1/items/{n}=5", None).unwrap();
-        assert_eq!(
-            (e.method.as_str(), e.url.as_str(), e.weight),
-            ("GET", "http://h:1/items/{n}", 5)
-        );
-        let e = parse_load("http://h:1/heap?kb=64", None).unwrap();
-        assert_eq!((e.url.as_str(), e.weight), ("http://h:1/heap?kb=64", 1));
-        let e = parse_load("http://h:1/heap?kb=64=8", None).unwrap();
-        assert_eq!((e.url.as_str(), e.weight), ("http://h:1/heap?kb=64", 8));
-        let e = parse_load("http://h:1/a?x=1&flag=3", None).unwrap();
-        assert_eq!(e.weight, 1);
+    fn load_entries_name_the_option() {
         let e = parse_load("post http://h:1/orders=2", Some("{}")).unwrap();
-        assert_eq!(
-            (e.method.as_str(), e.weight, e.body.as_deref()),
-            ("POST", 2, Some("{}"))
+        assert_eq!((e.method.as_str(), e.weight), ("POST", 2));
+        let e = parse_load("http://h:1/=0", None).unwrap_err();
+        assert!(
+            e.0.starts_with("--load \"http://h:1/=0\": weight \"0\""),
+            "{e}"
         );
-        assert_eq!(
-            parse_load("GET http://h:1/", Some("{}")).unwrap().body,
-            None
-        );
-        for (spec, want) in [
-            ("http://h:1/=0", "weight \"0\""),
-            ("h:1/x", "http:// URL"),
-            ("BREW http://h:1/", "method \"BREW\""),
-        ] {
-            let e = parse_load(spec, None).unwrap_err();
-            assert!(e.0.contains(want), "{spec}: {e}");
-        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `leakscope load URL`: puts an HTTP service under load (see
+//! `leakscope load URL[=WEIGHT] ...`: puts an HTTP service under load (see
 //! `leakscope::load`), shows progress on stderr and prints the summary on
 //! stdout. Exits 1 when every request failed.
 
@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::bail;
-use leakscope::load::{self, LoadOptions, Progress, Target};
+use leakscope::load::{self, LoadError, LoadOptions, Progress, Target};
 
 use super::watch::parse_duration;
 
@@ -17,25 +17,48 @@ const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 
 /// Settings of `leakscope load`.
 #[derive(Debug, Clone, clap::Args)]
+// `{n}` is clap's newline in help texts, with no escape; an empty style
+// between its characters (stripped when stdout is not a terminal) keeps it
+// literal.
 #[command(after_help = "\
 Examples:
   leakscope load http://127.0.0.1:6060/leak/heap?kb=64 --requests 1000
   leakscope load http://127.0.0.1:8080/ --rate 200 --duration 1m -c 16
+  leakscope load 'http://127.0.0.1:8080/items/{\x1b[0mn}=20' \\
+      'POST http://127.0.0.1:8080/orders=1' --body '{\"customer\":\"c{\x1b[0mn}\"}'
+
+Each URL may end in =WEIGHT, its share of the requests (default 1), and start
+with a method (GET, POST, PUT, PATCH, DELETE; quote the pair). {\x1b[0mn} in a URL or
+the body is the request's number (1, 2, ...). Every URL must be on one server.
+With several, the summary breaks requests and errors down per URL.
 
 Without --rate, each connection sends its next request as soon as the previous
-answer arrived (closed loop). With --rate, requests are paced at that rate in
-total and never faster; the summary shows the rate achieved. Without --duration
-and --requests, the load runs for 10s; with both, the first bound reached ends it.
+answer arrived (closed loop), and latency counts from the send. With --rate,
+request number n is due n/rate seconds after the start and never sent earlier;
+when slow answers hold every connection up, the requests that fall due meanwhile
+go out late and their latency counts from their due time: they carry the wait,
+and a stall shows in p99 instead of hiding in requests never sent. The summary shows
+the rate achieved and, in paced mode, the service time from the actual send.
+Without --duration and --requests, the load runs for 10s; with both, the first
+bound reached ends it.
 
 Exit status: 0 when at least one request succeeded (2xx), 1 when all failed or
 the load could not start, 2 on bad usage.")]
 pub struct LoadArgs {
-    /// The http:// URL to request (GET), with its path and query.
-    pub url: String,
+    /// What to request: `[METHOD ]URL[=WEIGHT]`, an http:// URL with its
+    /// path and query, all on one server (repeatable).
+    #[arg(required = true, value_name = "[METHOD ]URL[=WEIGHT]")]
+    pub urls: Vec<String>,
+    /// The body of the requests whose method sends one (POST, PUT, PATCH);
+    /// sent as JSON when it starts with `{` or `[`.
+    #[arg(long, value_name = "BODY")]
+    pub body: Option<String>,
     /// Connections, each with one request in flight at a time.
     #[arg(short = 'c', long, value_name = "N", default_value_t = LoadOptions::DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
-    /// Requests per second in total (default: as fast as answers come).
+    /// Requests per second in total, on a fixed schedule; latency counts
+    /// from each request's due time, so stalls are not hidden (default: a
+    /// closed loop, as fast as answers come, latency from the send).
     #[arg(long, value_name = "PER_SECOND")]
     pub rate: Option<f64>,
     /// Stop sending after this long (default 10s unless --requests is given).
@@ -51,7 +74,7 @@ pub struct LoadArgs {
 
 /// Runs `leakscope load`.
 pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
-    let target = Target::parse(&args.url)?;
+    let target = target(&args.urls, args.body.as_deref())?;
     let mut opts = LoadOptions::default()
         .concurrency(args.concurrency)
         .timeout(args.timeout);
@@ -88,6 +111,22 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The target of the command line's entries: the mix of
+/// `leakscope check --load`, parsed by the same code.
+fn target(specs: &[String], body: Option<&str>) -> anyhow::Result<Target> {
+    let entries = specs
+        .iter()
+        .map(|spec| load::parse_entry(spec, body))
+        .collect::<Result<Vec<_>, _>>()?;
+    match Target::from_entries(&entries) {
+        Err(LoadError::ManyServers { url, first }) => bail!(
+            "{url} is not on {first}, the server of the first URL: one load runs against one \
+             server, so start one `leakscope load` per server"
+        ),
+        target => Ok(target?),
+    }
 }
 
 /// `8 connections, closed loop, for 10.00s` and the like.

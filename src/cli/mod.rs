@@ -30,9 +30,9 @@ pub enum Command {
     Diff(diff::DiffArgs),
     /// Serve the web viewer over saved profiles.
     View(view::ViewArgs),
-    /// Put a service under load: a URL, a concurrency, a rate or a closed
-    /// loop, bounded by duration or request count; latency and errors at
-    /// the end.
+    /// Put a service under load: URLs with weights, a concurrency, a rate
+    /// or a closed loop, bounded by duration or request count; latency and
+    /// errors (per URL) at the end.
     Load(load::LoadArgs),
     /// A leak test for CI: load a service, let it cool down, and fail with
     /// each leak named when something stayed behind (exit 0 clean, 1 leak,

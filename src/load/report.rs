@@ -34,10 +34,21 @@ pub struct LoadReport {
     pub errors: BTreeMap<String, u64>,
     /// From the start to the end of the last request.
     pub elapsed: Duration,
-    /// Latency of every answered request, whatever its status.
+    /// Latency of every answered request, whatever its status: from its
+    /// send, or in paced mode from its due time when it went out late
+    /// because every worker was busy (so the requests a slow answer held
+    /// back carry their wait).
     pub latency: Histogram,
-    /// Requests sent to each path of the target, in the target's order.
+    /// Time from the send to the end of the answer, of every answered
+    /// request. The same as [`Self::latency`] in a closed loop; in paced
+    /// mode, what a generator that ignores its schedule would report.
+    pub service_time: Histogram,
+    /// Requests sent to each entry of the target, in the target's order,
+    /// named by path (after the method unless GET).
     pub by_path: Vec<(String, u64)>,
+    /// Failed requests by kind, per entry, in the order of
+    /// [`Self::by_path`].
+    pub errors_by_path: Vec<BTreeMap<String, u64>>,
     /// The rate that was asked for, if any, in requests per second.
     pub target_rate: Option<f64>,
 }
@@ -60,16 +71,21 @@ impl LoadReport {
     }
 
     /// A multi-line summary for people: requests and the rate achieved,
-    /// successes, errors by kind, latency quantiles and, for a mix, the
-    /// requests per path.
+    /// successes, errors by kind, latency quantiles (in paced mode also
+    /// the service time, from the actual send) and, for a mix, the
+    /// requests and errors per entry.
     ///
     /// ```text
-    /// requests  500 in 1.02s: 490.2/s
+    /// requests  500 in 1.02s: 490.2/s (target 500/s)
     /// ok        480 (96.0%)
-    /// errors    20
+    /// errors    20 (4.0%)
     ///   HTTP 500          15
     ///   timeout            5
     /// latency   p50 1.23ms  p90 2.10ms  p99 4.56ms  max 7.89ms  (mean 1.40ms, 495 answers)
+    /// service   p50 1.20ms  p90 1.95ms  p99 2.30ms  max 7.89ms  (from the actual send)
+    /// paths
+    ///   /                 400 (80.0%)  errors 5: timeout 5
+    ///   POST /orders      100 (20.0%)  errors 15: HTTP 500 15
     /// ```
     pub fn summary(&self) -> String {
         let mut out = String::new();
@@ -96,9 +112,7 @@ impl LoadReport {
             .map(|k| k.chars().count())
             .max()
             .unwrap_or(0);
-        let mut errors: Vec<(&String, &u64)> = self.errors.iter().collect();
-        errors.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-        for (kind, n) in errors {
+        for (kind, n) in by_count(&self.errors) {
             let _ = writeln!(out, "  {kind:<width$}  {n:>8}");
         }
         let h = &self.latency;
@@ -107,25 +121,56 @@ impl LoadReport {
         } else {
             let _ = writeln!(
                 out,
-                "latency   p50 {}  p90 {}  p99 {}  max {}  (mean {}, {} answers)",
-                format_duration(h.quantile(0.5)),
-                format_duration(h.quantile(0.9)),
-                format_duration(h.quantile(0.99)),
-                format_duration(h.max()),
+                "latency   {}  (mean {}, {} answers)",
+                quantiles(h),
                 format_duration(h.mean()),
                 h.count()
             );
+            if self.target_rate.is_some() {
+                let _ = writeln!(
+                    out,
+                    "service   {}  (from the actual send)",
+                    quantiles(&self.service_time)
+                );
+            }
         }
         if self.by_path.len() > 1 {
             let width = self.by_path.iter().map(|(p, _)| p.chars().count()).max();
             let width = width.unwrap_or(0);
             let _ = writeln!(out, "paths");
-            for (path, n) in &self.by_path {
-                let _ = writeln!(out, "  {path:<width$}  {n:>8}{}", share(*n));
+            let no_errors = BTreeMap::new();
+            for (i, (path, n)) in self.by_path.iter().enumerate() {
+                let _ = write!(out, "  {path:<width$}  {n:>8}{}", share(*n));
+                if !self.errors.is_empty() {
+                    let errors = self.errors_by_path.get(i).unwrap_or(&no_errors);
+                    let _ = write!(out, "  errors {}", errors.values().sum::<u64>());
+                    for (k, (kind, n)) in by_count(errors).into_iter().enumerate() {
+                        let _ = write!(out, "{}{kind} {n}", if k == 0 { ": " } else { ", " });
+                    }
+                }
+                out.push('\n');
             }
         }
         out
     }
+}
+
+/// Error kinds, most frequent first.
+fn by_count(errors: &BTreeMap<String, u64>) -> Vec<(&String, &u64)> {
+    let mut sorted: Vec<(&String, &u64)> = errors.iter().collect();
+    sorted.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    sorted
+}
+
+/// `p50 1.23ms  p90 2.10ms  p99 4.56ms  max 7.89ms`.
+fn quantiles(h: &Histogram) -> String {
+    format!(
+        "p50 {}  p90 {}  p99 {}  max {}",
+        format_duration(h.quantile(0.5)),
+        format_duration(h.quantile(0.9)),
+        format_duration(h.quantile(0.99)),
+        format_duration(h.max()),
+    )
 }
 
 /// `850µs`, `1.23ms`, `45.6ms`, `1.02s`, `2m05s`.
@@ -159,17 +204,26 @@ mod tests {
     use super::*;
 
     fn report() -> LoadReport {
-        let mut latency = Histogram::new();
+        let (mut latency, mut service_time) = (Histogram::new(), Histogram::new());
         for ms in 1..=100 {
             latency.record(Duration::from_millis(ms));
+            service_time.record(Duration::from_micros(ms * 100));
         }
+        let counts = |list: &[(&str, u64)]| -> BTreeMap<String, u64> {
+            list.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect()
+        };
         LoadReport {
             requests: 120,
             ok: 100,
-            errors: BTreeMap::from([("timeout".to_owned(), 5), ("HTTP 500".to_owned(), 15)]),
+            errors: counts(&[("timeout", 5), ("HTTP 500", 15)]),
             elapsed: Duration::from_secs(2),
             latency,
-            by_path: vec![("/".into(), 96), ("/leak/heap?kb=256".into(), 24)],
+            service_time,
+            by_path: vec![("/".into(), 96), ("POST /leak/heap?kb=256".into(), 24)],
+            errors_by_path: vec![
+                counts(&[("HTTP 500", 3)]),
+                counts(&[("HTTP 500", 12), ("timeout", 5)]),
+            ],
             target_rate: Some(100.0),
         }
     }
@@ -184,15 +238,42 @@ mod tests {
         // Most frequent kind first.
         assert_eq!(lines[3], "  HTTP 500        15");
         assert_eq!(lines[4], "  timeout          5");
-        // Quantiles are the upper bounds of their buckets (50 ms lies in
-        // 49.920..50.176 ms); max and mean are exact.
+        // Quantiles and max are the upper ends of their buckets (50 ms
+        // lies in 49.920..50.175 ms); the mean is taken over the buckets'
+        // middles.
         assert_eq!(
             lines[5],
-            "latency   p50 50.2ms  p90 90.1ms  p99 99.3ms  max 100.0ms  (mean 50.5ms, 100 answers)"
+            "latency   p50 50.2ms  p90 90.1ms  p99 99.3ms  max 100.4ms  (mean 50.5ms, 100 answers)"
         );
-        assert_eq!(lines[6], "paths");
-        assert_eq!(lines[7], "  /                        96 (80.0%)");
-        assert_eq!(lines[8], "  /leak/heap?kb=256        24 (20.0%)");
+        // Paced: the service time too.
+        assert_eq!(
+            lines[6],
+            "service   p50 5.02ms  p90 9.02ms  p99 9.92ms  max 10.0ms  (from the actual send)"
+        );
+        assert_eq!(lines[7], "paths");
+        assert_eq!(
+            lines[8],
+            "  /                             96 (80.0%)  errors 3: HTTP 500 3"
+        );
+        assert_eq!(
+            lines[9],
+            "  POST /leak/heap?kb=256        24 (20.0%)  errors 17: HTTP 500 12, timeout 5"
+        );
+        assert_eq!(lines.len(), 10);
+    }
+
+    #[test]
+    fn a_closed_loop_without_errors_shows_neither_service_time_nor_errors_per_path() {
+        let mut r = report();
+        r.target_rate = None;
+        r.errors.clear();
+        r.errors_by_path = vec![BTreeMap::new(); 2];
+        let text = r.summary();
+        assert!(!text.contains("service"), "{text}");
+        assert!(
+            text.contains("\n  /                             96 (80.0%)\n"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -203,7 +284,9 @@ mod tests {
             errors: BTreeMap::new(),
             elapsed: Duration::ZERO,
             latency: Histogram::new(),
+            service_time: Histogram::new(),
             by_path: vec![("/".into(), 0)],
+            errors_by_path: vec![BTreeMap::new()],
             target_rate: None,
         };
         assert_eq!(r.rate(), 0.0);
