@@ -39,6 +39,8 @@ fn check_help_documents_the_exit_codes() {
         "--junit <FILE>",
         "--report <FILE>",
         "--json",
+        "--load 'http://127.0.0.1:8080/items/{n}=20'",
+        "In a load URL, {n} is the request's number",
     ] {
         assert!(text.contains(needle), "{needle:?} in:\n{text}");
     }

@@ -19,12 +19,15 @@ use regex::Regex;
 
 /// Settings of `leakscope check`.
 #[derive(Debug, Clone, clap::Args)]
+// `{n}` is clap's newline in help texts, with no escape; an empty style
+// between its characters (stripped when stdout is not a terminal) keeps it
+// literal.
 #[command(after_help = "\
 Examples:
   leakscope check --spawn './target/release/orders' --health http://127.0.0.1:8080/healthz \\
       --pprof-url http://127.0.0.1:6060 \\
-      --load 'http://127.0.0.1:8080/items/{n}=20' \\
-      --load 'POST http://127.0.0.1:8080/orders=1' --load-body '{\"customer\":\"c{n}\"}' \\
+      --load 'http://127.0.0.1:8080/items/{\x1b[0mn}=20' \\
+      --load 'POST http://127.0.0.1:8080/orders=1' --load-body '{\"customer\":\"c{\x1b[0mn}\"}' \\
       --rate 200 --allow threads=2,heap=4MiB --junit leaks.xml
   leakscope check --config leakcheck.toml
   leakscope check --pid 4242 --pprof-url http://127.0.0.1:6060 --load-cmd 'ab -n 20000 -c 8 http://127.0.0.1:8080/'
@@ -38,8 +41,8 @@ kept growing through the load; an allocation site of your code that kept growing
 the heap sampling noise and still holds its memory. Each leak is named: function and
 file:line, or what grew when the code cannot be known.
 
-In a load URL, {n} is the request's number (1, 2, ...), so each request can name a thing
-of its own: --load 'POST http://127.0.0.1:8080/orders/{n}/notify'.
+In a load URL, {\x1b[0mn} is the request's number (1, 2, ...), so each request can name a thing
+of its own: --load 'POST http://127.0.0.1:8080/orders/{\x1b[0mn}/notify'.
 
 Exit status:
   0  clean: nothing stayed behind beyond its budget
