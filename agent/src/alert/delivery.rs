@@ -3,13 +3,13 @@
 //! [`Endpoint`] (per-attempt timeouts, retries with jittered backoff, a
 //! circuit breaker), an optional periodic re-send, and the counters.
 //!
-//! [`Delivery::push`] never blocks and never waits: the body goes in a
+//! Pushing an alert never blocks and never waits: the body goes in a
 //! bounded queue (the oldest queued body is dropped when it is full). A
 //! slow or dead server therefore costs at most `queue` bodies of memory
 //! and one task; the breaker turns a dead server into fast, counted drops,
 //! logged once per breaker state change. The webhook posts one body per
 //! alert; Alertmanager's sink also re-sends its firing alerts every
-//! `resend_every` through [`Resend`].
+//! `resend_every`.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
