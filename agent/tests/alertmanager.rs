@@ -283,4 +283,15 @@ async fn a_leak_is_active_in_alertmanager_then_resolved() {
     assert!(stats["sent"].as_u64() >= Some(2), "{v:#}");
     assert_eq!(stats["firing"], 0, "{v:#}");
     assert_eq!(stats["breaker"], "closed", "{v:#}");
+    let m = client::get(addr, "/metrics", REQUEST)
+        .await
+        .expect("metrics")
+        .text();
+    for line in [
+        "leakscope_alertmanager_firing 0",
+        "leakscope_alertmanager_breaker_open 0",
+        "leakscope_alertmanager_alerts_total{outcome=\"sent\"} ",
+    ] {
+        assert!(m.contains(line), "{line}: {m}");
+    }
 }
