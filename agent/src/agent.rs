@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use axum::Router;
 
-use crate::alert::WebhookHook;
+use crate::alert::alertmanager::{AlertmanagerOptions, AlertmanagerSink};
 use crate::alert::webhook::{WebhookOptions, WebhookSink};
+use crate::alert::{AlertmanagerHook, WebhookHook};
 use crate::error::{Error, Result};
 use crate::http::{self, RouteConfig, WatchParts};
 use crate::resource::Target;
@@ -37,6 +38,7 @@ pub struct AgentBuilder {
     heap_sample_interval: Option<u64>,
     watch: Option<MonitorOptions>,
     webhook: Option<WebhookOptions>,
+    alertmanager: Option<AlertmanagerOptions>,
     store: Option<Store>,
     extra_routes: Vec<RoutesHook>,
     viewer: Option<String>,
@@ -65,11 +67,18 @@ impl std::fmt::Debug for RoutesHook {
     }
 }
 
+/// Where the watch loop's alerts go.
+#[derive(Debug, Clone, Default)]
+struct Sinks {
+    webhook: Option<WebhookOptions>,
+    alertmanager: Option<AlertmanagerOptions>,
+}
+
 /// Starts the watch loop on this process, with tokio's alive-task count
 /// when built inside a runtime, and evidence captures.
 fn start_watch(
     options: MonitorOptions,
-    webhook: Option<WebhookOptions>,
+    sinks: Sinks,
     store: Option<Store>,
     viewer: Option<String>,
     evidence_every: std::time::Duration,
@@ -103,11 +112,23 @@ fn start_watch(
     }
     let evidence = Arc::new(evidence);
     let mut hooks: Vec<Arc<dyn WatchHook>> = vec![evidence.clone()];
-    let webhook = webhook.map(WebhookSink::spawn).transpose()?;
+    let webhook = sinks.webhook.map(WebhookSink::spawn).transpose()?;
     if let Some(sink) = &webhook {
         hooks.push(Arc::new(WebhookHook {
             sink: sink.clone(),
             target: "self".into(),
+        }));
+    }
+    let alertmanager = sinks
+        .alertmanager
+        .map(AlertmanagerSink::spawn)
+        .transpose()?;
+    if let Some(sink) = &alertmanager {
+        // Alertmanager tells alerts apart by their labels: the program's
+        // name, not "self", keeps two services' alerts apart.
+        hooks.push(Arc::new(AlertmanagerHook {
+            sink: sink.clone(),
+            target: process_name(),
         }));
     }
     let monitor = Monitor::spawn(Target::SelfProcess, options, Some(extra), hooks)?;
@@ -115,6 +136,7 @@ fn start_watch(
         monitor: Arc::new(monitor),
         evidence,
         webhook,
+        alertmanager,
     })
 }
 
@@ -150,6 +172,7 @@ impl AgentBuilder {
             heap_sample_interval: None,
             watch: Some(MonitorOptions::default()),
             webhook: None,
+            alertmanager: None,
             store: None,
             extra_routes: Vec::new(),
             viewer: None,
@@ -165,6 +188,7 @@ impl AgentBuilder {
     /// | `LEAKSCOPE_CPU_HZ` | [`cpu_frequency`](Self::cpu_frequency) | `100` |
     /// | `LEAKSCOPE_MAX_PROFILE_SECONDS` | [`max_profile_duration`](Self::max_profile_duration) | `300` |
     /// | `LEAKSCOPE_HEAP_SAMPLE_BYTES` | [`heap_sample_interval`](Self::heap_sample_interval) | `524288` |
+    /// | `LEAKSCOPE_ALERTMANAGER_URL` | [`alertmanager`](Self::alertmanager) with [`AlertmanagerOptions::new`] | `http://127.0.0.1:9093` |
     ///
     /// Unset or empty variables change nothing; a value that does not parse
     /// is an [`Error::Config`] naming the variable.
@@ -195,6 +219,13 @@ impl AgentBuilder {
         }
         if let Some(v) = get("LEAKSCOPE_HEAP_SAMPLE_BYTES") {
             self = self.heap_sample_interval(parse("LEAKSCOPE_HEAP_SAMPLE_BYTES", &v)?)?;
+        }
+        if let Some(v) = get("LEAKSCOPE_ALERTMANAGER_URL") {
+            crate::client::url::HttpUrl::parse(&v).map_err(|message| Error::Config {
+                setting: "LEAKSCOPE_ALERTMANAGER_URL",
+                message,
+            })?;
+            self = self.alertmanager(AlertmanagerOptions::new(v.trim()));
         }
         Ok(self)
     }
@@ -254,6 +285,26 @@ impl AgentBuilder {
         self
     }
 
+    /// Posts every alert of the watch loop to Prometheus Alertmanager (API
+    /// v2), resolving it there when its rule recovers and re-sending it
+    /// while it fires; the same retries, backoff and breaker as the
+    /// webhook. The alerts' `target` label is this program's name. Call
+    /// [`router`](Self::router) or [`spawn`](Self::spawn) inside a tokio
+    /// runtime: delivery runs on a task of it.
+    ///
+    /// ```no_run
+    /// # async fn f() {
+    /// use leakscope_agent::alert::alertmanager::AlertmanagerOptions;
+    /// let mut am = AlertmanagerOptions::new("http://127.0.0.1:9093");
+    /// am.labels.insert("service".into(), "orders".into());
+    /// let routes = leakscope_agent::AgentBuilder::new().alertmanager(am).router();
+    /// # let _ = routes; }
+    /// ```
+    pub fn alertmanager(mut self, options: AlertmanagerOptions) -> Self {
+        self.alertmanager = Some(options);
+        self
+    }
+
     /// Keeps the watch loop's captures (the healthy baseline, refreshed
     /// every minute, and every breach) as heap snapshots in `store`, so the
     /// service has its own history across restarts; the sidecar's API and
@@ -293,14 +344,17 @@ impl AgentBuilder {
     /// which lives as long as the routes.
     pub fn router(self) -> Router {
         self.apply_heap_settings();
-        let webhook = self.webhook.clone();
+        let sinks = Sinks {
+            webhook: self.webhook.clone(),
+            alertmanager: self.alertmanager.clone(),
+        };
         let watch = match self
             .watch
             .clone()
             .map(|w| {
                 start_watch(
                     w,
-                    webhook,
+                    sinks,
                     self.store.clone(),
                     self.viewer.clone(),
                     self.evidence_every,
@@ -446,8 +500,11 @@ mod tests {
                 ("LEAKSCOPE_CPU_HZ", "250"),
                 ("LEAKSCOPE_MAX_PROFILE_SECONDS", "60"),
                 ("LEAKSCOPE_HEAP_SAMPLE_BYTES", ""),
+                ("LEAKSCOPE_ALERTMANAGER_URL", " http://127.0.0.1:9093 "),
             ]))
             .expect("valid env");
+        let am = b.alertmanager.as_ref().expect("alertmanager set");
+        assert_eq!(am.url, "http://127.0.0.1:9093");
         assert_eq!(b.addr, SocketAddr::from(([127, 0, 0, 1], 7070)));
         assert_eq!(b.cpu_hz, 250);
         assert_eq!(b.max_profile_duration, Duration::from_secs(60));
@@ -468,5 +525,9 @@ mod tests {
             .with_env(env(&[("LEAKSCOPE_HEAP_SAMPLE_BYTES", "1000")]))
             .expect_err("not a power of two");
         assert!(e.to_string().contains("power of two"), "{e}");
+        let e = AgentBuilder::new()
+            .with_env(env(&[("LEAKSCOPE_ALERTMANAGER_URL", "am:9093")]))
+            .expect_err("not a URL");
+        assert!(e.to_string().contains("LEAKSCOPE_ALERTMANAGER_URL"), "{e}");
     }
 }

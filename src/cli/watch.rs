@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
+use leakscope::agent::alert::alertmanager::AlertmanagerOptions;
 use leakscope::agent::alert::webhook::WebhookOptions;
 use leakscope::agent::client::RetryPolicy;
 use leakscope::agent::client::url::HttpUrl;
@@ -86,6 +87,10 @@ pub struct WatchArgs {
     /// Post alerts to this http:// webhook (JSON with a Slack-style `text`).
     #[arg(long, value_name = "URL")]
     pub webhook: Option<String>,
+    /// Post alerts to Prometheus Alertmanager at this http:// base URL
+    /// (API v2; resolved when the rule recovers).
+    #[arg(long, value_name = "URL")]
+    pub alertmanager: Option<String>,
     /// Bound of each profile pull attempt (CPU profiles add their length).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
@@ -253,6 +258,9 @@ fn options(args: &WatchArgs) -> anyhow::Result<SidecarOptions> {
     }
     if let Some(w) = &args.webhook {
         opts.webhook = Some(WebhookOptions::new(w.clone()));
+    }
+    if let Some(a) = &args.alertmanager {
+        opts.alertmanager = Some(AlertmanagerOptions::new(a.clone()));
     }
     let backoff = opts.policy.backoff;
     opts.policy = opts

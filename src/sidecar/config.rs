@@ -46,6 +46,8 @@ pub struct SidecarSection {
     pub interval_ms: Option<u64>,
     /// Webhook URL for alerts.
     pub webhook: Option<String>,
+    /// Prometheus Alertmanager's base URL for alerts (`http://host:9093`).
+    pub alertmanager: Option<String>,
     /// Store retention: most snapshots.
     pub max_snapshots: Option<usize>,
     /// Store retention: most bytes.
@@ -210,6 +212,11 @@ impl ConfigFile {
                 w.clone(),
             ));
         }
+        if let Some(a) = &s.alertmanager {
+            HttpUrl::parse(a).map_err(|e| format!("[sidecar] alertmanager: {e}"))?;
+            opts.alertmanager =
+                Some(leakscope_agent::alert::alertmanager::AlertmanagerOptions::new(a.trim()));
+        }
         Ok(())
     }
 }
@@ -264,6 +271,30 @@ above = { warning = 10 }
         );
         assert_eq!(c.targets[1].rules[0].name, "threads_high");
         assert_eq!(c.sidecar.data_dir, Some(PathBuf::from("/etc/ls/data")));
+    }
+
+    #[test]
+    fn alert_sinks_from_the_section() {
+        let text = "[sidecar]\nwebhook = \"http://127.0.0.1:9000/a\"\nalertmanager = \"http://127.0.0.1:9093\"\n";
+        let c = parse(text, "t.toml", Path::new(".")).unwrap();
+        let mut opts = SidecarOptions::new(Vec::new());
+        c.apply(&mut opts).unwrap();
+        assert_eq!(
+            opts.webhook.map(|w| w.url).as_deref(),
+            Some("http://127.0.0.1:9000/a")
+        );
+        assert_eq!(
+            opts.alertmanager.map(|a| a.url).as_deref(),
+            Some("http://127.0.0.1:9093")
+        );
+        let c = parse(
+            "[sidecar]\nalertmanager = \"am:9093\"\n",
+            "t.toml",
+            Path::new("."),
+        )
+        .unwrap();
+        let e = c.apply(&mut SidecarOptions::new(Vec::new())).unwrap_err();
+        assert!(e.starts_with("[sidecar] alertmanager: "), "{e}");
     }
 
     #[test]

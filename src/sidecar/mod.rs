@@ -41,8 +41,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use leakscope_agent::alert::WebhookHook;
+use leakscope_agent::alert::alertmanager::{AlertmanagerOptions, AlertmanagerSink};
 use leakscope_agent::alert::webhook::{WebhookOptions, WebhookSink};
+use leakscope_agent::alert::{AlertmanagerHook, WebhookHook};
 use leakscope_agent::client::url::HttpUrl;
 use leakscope_agent::client::{Endpoint, RetryPolicy};
 use leakscope_agent::explain::Finding;
@@ -155,6 +156,9 @@ pub struct SidecarOptions {
     pub token: Option<String>,
     /// Where alerts are posted.
     pub webhook: Option<WebhookOptions>,
+    /// Where alerts are posted for Prometheus Alertmanager (the `target`
+    /// label is the target's name).
+    pub alertmanager: Option<AlertmanagerOptions>,
     /// Timeouts, retries and breaker of every profile pull.
     pub policy: RetryPolicy,
     /// Sampling interval, history and breakdown period (the rules come from
@@ -179,6 +183,7 @@ impl SidecarOptions {
                 .expect("a valid literal address"),
             token: None,
             webhook: None,
+            alertmanager: None,
             policy: RetryPolicy::default(),
             monitor: MonitorOptions::default(),
         }
@@ -463,6 +468,11 @@ impl Sidecar {
                 .map_err(|e| StartError::Invalid(format!("opening the store: {e}")))??
         };
         let webhook = opts.webhook.clone().map(WebhookSink::spawn).transpose()?;
+        let alertmanager = opts
+            .alertmanager
+            .clone()
+            .map(AlertmanagerSink::spawn)
+            .transpose()?;
         let runtime = tokio::runtime::Handle::current();
         let mut targets = Vec::new();
         let mut links = Vec::new();
@@ -489,6 +499,12 @@ impl Sidecar {
             })];
             if let Some(sink) = &webhook {
                 hooks.push(Arc::new(WebhookHook {
+                    sink: sink.clone(),
+                    target: spec.name.clone(),
+                }));
+            }
+            if let Some(sink) = &alertmanager {
+                hooks.push(Arc::new(AlertmanagerHook {
                     sink: sink.clone(),
                     target: spec.name.clone(),
                 }));

@@ -4,9 +4,13 @@
 //! [`webhook::WebhookSink`] posts alerts as JSON to an `http://` webhook
 //! (Slack-compatible thanks to the `text` field) from a background task,
 //! with retries, backoff and a circuit breaker ([`backoff`]), without ever
-//! blocking the caller.
+//! blocking the caller. [`alertmanager::AlertmanagerSink`] posts them to
+//! Prometheus Alertmanager's API v2 through the same [`delivery`]
+//! machinery, resolving each alert when its rule recovers.
 
 pub use crate::client::backoff;
+pub mod alertmanager;
+pub mod delivery;
 pub mod webhook;
 
 /// One alert: a threshold state change.
@@ -51,14 +55,7 @@ impl Alert {
     /// Line breaks in the message become spaces. Without a message, the
     /// summary is built from the rule, metric, value and threshold.
     pub fn summary(&self) -> String {
-        let message = if self.message.trim().is_empty() {
-            format!(
-                "{} {}: {} = {} (threshold {}, was {})",
-                self.rule, self.to, self.metric, self.value, self.threshold, self.from
-            )
-        } else {
-            self.message.clone()
-        };
+        let message = self.message_line();
         let named = self
             .finding
             .as_ref()
@@ -67,10 +64,20 @@ impl Alert {
             "[leakscope] {}: {} ({}){named}",
             self.to, message, self.target
         );
-        line.split(['\r', '\n'])
-            .filter(|s| !s.is_empty())
-            .collect::<Vec<_>>()
-            .join(" ")
+        one_line(&line)
+    }
+
+    /// The message on one line, or, without one, a sentence built from the
+    /// rule, metric, value and threshold.
+    pub(crate) fn message_line(&self) -> String {
+        if self.message.trim().is_empty() {
+            format!(
+                "{} {}: {} = {} (threshold {}, was {})",
+                self.rule, self.to, self.metric, self.value, self.threshold, self.from
+            )
+        } else {
+            one_line(&self.message)
+        }
     }
 
     /// The webhook body: this alert as a JSON object with the extra `text`
@@ -83,6 +90,14 @@ impl Alert {
         // Serializing plain strings and floats into a Vec cannot fail.
         serde_json::to_vec(&body).unwrap_or_default()
     }
+}
+
+/// `text` with its line breaks turned into single spaces.
+fn one_line(text: &str) -> String {
+    text.split(['\r', '\n'])
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
@@ -143,6 +158,8 @@ mod tests {
 }
 
 #[cfg(test)]
+mod alertmanager_tests;
+#[cfg(test)]
 mod webhook_tests;
 
 impl Alert {
@@ -163,16 +180,29 @@ impl Alert {
     }
 }
 
-/// Forwards every state change of the watch loop to a webhook.
+/// Where a watch loop's alerts can go: [`webhook::WebhookSink`] and
+/// [`alertmanager::AlertmanagerSink`]. `send` must return at once.
+pub trait AlertSink: Send + Sync + std::fmt::Debug {
+    /// Hands `alert` over for delivery, without blocking.
+    fn send(&self, alert: Alert);
+}
+
+/// Forwards every state change of the watch loop to an [`AlertSink`].
 #[derive(Debug, Clone)]
-pub struct WebhookHook {
+pub struct AlertHook<S> {
     /// The sink alerts go to.
-    pub sink: webhook::WebhookSink,
+    pub sink: S,
     /// Name of the watched target in the alerts.
     pub target: String,
 }
 
-impl crate::watch::monitor::WatchHook for WebhookHook {
+/// Forwards every state change of the watch loop to a webhook.
+pub type WebhookHook = AlertHook<webhook::WebhookSink>;
+
+/// Forwards every state change of the watch loop to Alertmanager.
+pub type AlertmanagerHook = AlertHook<alertmanager::AlertmanagerSink>;
+
+impl<S: AlertSink> crate::watch::monitor::WatchHook for AlertHook<S> {
     fn on_transition(
         &self,
         transition: &crate::watch::rules::Transition,

@@ -24,6 +24,7 @@ pub(crate) async fn metrics(state: axum::extract::State<HttpState>) -> Response 
             view.alerts_total,
             w.evidence.captures_total(),
             w.webhook.as_ref().map(|h| h.stats()),
+            w.alertmanager.as_ref().map(|a| (a.stats(), a.firing())),
         )
     });
     let rendered = state
@@ -73,29 +74,22 @@ pub(crate) async fn metrics(state: axum::extract::State<HttpState>) -> Response 
                     &series,
                 );
             }
-            if let Some((levels, alerts_total, captures_total, webhook)) = watch {
+            if let Some((levels, alerts_total, captures_total, webhook, alertmanager)) = watch {
                 if let Some(h) = webhook {
-                    p.family(
-                        "leakscope_webhook_alerts_total",
-                        "counter",
-                        "Alerts handed to the webhook, by outcome.",
-                        &[
-                            (vec![("outcome", "sent".to_owned())], h.sent as f64),
-                            (
-                                vec![("outcome", "dropped_queue_full".to_owned())],
-                                h.dropped_queue_full as f64,
-                            ),
-                            (
-                                vec![("outcome", "dropped_breaker_open".to_owned())],
-                                h.dropped_breaker_open as f64,
-                            ),
-                        ],
+                    write_delivery(&mut p, "webhook", "Alerts handed to the webhook", &h);
+                }
+                if let Some((a, firing)) = alertmanager {
+                    write_delivery(
+                        &mut p,
+                        "alertmanager",
+                        "Posts to Alertmanager (changes and re-sends)",
+                        &a,
                     );
                     p.single(
-                        "leakscope_webhook_breaker_open",
+                        "leakscope_alertmanager_firing",
                         "gauge",
-                        "1 while the webhook's circuit breaker is open.",
-                        if h.breaker_state == "open" { 1.0 } else { 0.0 },
+                        "Alerts firing in Alertmanager, re-sent every period.",
+                        firing as f64,
                     );
                 }
                 let series: Vec<_> = levels
@@ -141,4 +135,36 @@ pub(crate) async fn metrics(state: axum::extract::State<HttpState>) -> Response 
         Ok(Err(e)) => GoError::from(e).into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+/// An alert sink's counters: `leakscope_{sink}_alerts_total` by outcome and
+/// `leakscope_{sink}_breaker_open`.
+fn write_delivery(
+    p: &mut PromText,
+    sink: &str,
+    what: &str,
+    h: &crate::alert::delivery::DeliveryStats,
+) {
+    p.family(
+        &format!("leakscope_{sink}_alerts_total"),
+        "counter",
+        &format!("{what}, by outcome."),
+        &[
+            (vec![("outcome", "sent".to_owned())], h.sent as f64),
+            (
+                vec![("outcome", "dropped_queue_full".to_owned())],
+                h.dropped_queue_full as f64,
+            ),
+            (
+                vec![("outcome", "dropped_breaker_open".to_owned())],
+                h.dropped_breaker_open as f64,
+            ),
+        ],
+    );
+    p.single(
+        &format!("leakscope_{sink}_breaker_open"),
+        "gauge",
+        &format!("1 while the {sink}'s circuit breaker is open."),
+        if h.breaker_state == "open" { 1.0 } else { 0.0 },
+    );
 }

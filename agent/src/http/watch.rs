@@ -23,6 +23,8 @@ pub struct WatchParts {
     pub evidence: Arc<Evidence>,
     /// Where alerts are posted, if anywhere.
     pub webhook: Option<crate::alert::webhook::WebhookSink>,
+    /// Where alerts are posted for Alertmanager, if anywhere.
+    pub alertmanager: Option<crate::alert::alertmanager::AlertmanagerSink>,
 }
 
 fn parts(state: &HttpState) -> Result<&WatchParts, GoError> {
@@ -51,16 +53,11 @@ pub(crate) async fn alerts(State(state): State<HttpState>) -> Response {
         "error": view.error,
         "baseline_at": w.evidence.baseline().map(|c| crate::collect::unix_seconds(c.at)),
         "breach_at": w.evidence.breach().map(|c| crate::collect::unix_seconds(c.at)),
-        "webhook": w.webhook.as_ref().map(|h| {
-            let s = h.stats();
-            serde_json::json!({
-                "sent": s.sent,
-                "failed_attempts": s.failed_attempts,
-                "retries": s.retries,
-                "dropped_queue_full": s.dropped_queue_full,
-                "dropped_breaker_open": s.dropped_breaker_open,
-                "breaker": s.breaker_state,
-            })
+        "webhook": w.webhook.as_ref().map(|h| delivery_json(h.stats())),
+        "alertmanager": w.alertmanager.as_ref().map(|a| {
+            let mut v = delivery_json(a.stats());
+            v["firing"] = a.firing().into();
+            v
         }),
     });
     let mut res = body.to_string().into_response();
@@ -69,6 +66,18 @@ pub(crate) async fn alerts(State(state): State<HttpState>) -> Response {
         HeaderValue::from_static("application/json"),
     );
     nosniff(res)
+}
+
+/// An alert sink's counters as JSON.
+fn delivery_json(s: crate::alert::delivery::DeliveryStats) -> serde_json::Value {
+    serde_json::json!({
+        "sent": s.sent,
+        "failed_attempts": s.failed_attempts,
+        "retries": s.retries,
+        "dropped_queue_full": s.dropped_queue_full,
+        "dropped_breaker_open": s.dropped_breaker_open,
+        "breaker": s.breaker_state,
+    })
 }
 
 pub(crate) async fn evidence(

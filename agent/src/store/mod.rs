@@ -79,6 +79,7 @@
 
 mod fsio;
 mod id;
+pub(crate) use id::civil_from_days;
 mod index;
 mod meta;
 mod options;
