@@ -11,7 +11,7 @@
 //!
 //! The built-in growth rules want 150 s of history and hold 30 s, so this
 //! test takes a little over three minutes. A second test checks that a
-//! goroutine dump over the sidecar's cap fails its pull with a message
+//! goroutine dump over leakscope's cap fails its pull with a message
 //! that says so.
 
 mod support;
@@ -326,7 +326,7 @@ async fn a_goroutine_dump_over_the_cap_fails_its_pull_clearly() {
         data.to_str().expect("utf-8 path"),
     ]);
     let cap = format!(
-        "larger than the sidecar's cap of {} MiB",
+        "larger than leakscope's cap of {} MiB",
         leakscope::sidecar::GOROUTINE_DUMP_CAP >> 20
     );
     let v = wait_until(
