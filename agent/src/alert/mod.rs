@@ -13,6 +13,9 @@ pub mod alertmanager;
 pub mod delivery;
 pub mod webhook;
 
+pub use alertmanager::{AlertmanagerOptions, AlertmanagerSink};
+pub use webhook::{WebhookOptions, WebhookSink};
+
 /// One alert: a threshold state change.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Alert {

@@ -7,3 +7,8 @@ pub mod evidence;
 pub mod monitor;
 pub mod rules;
 pub mod series;
+
+// The names a service's code uses, where the docs name them
+// (`watch::MonitorOptions`, `watch::Rule`).
+pub use monitor::{Monitor, MonitorOptions, TargetStatus, WatchHook, WatchTarget};
+pub use rules::{Condition, Level, Rule, default_rules};
