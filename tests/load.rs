@@ -201,8 +201,10 @@ async fn paced_latency_counts_from_the_due_time_so_a_stall_shows_in_p99() {
     let r = run(&url(addr, "/"), &opts).await;
     let summary = r.summary();
     assert_eq!(r.ok, r.requests, "{summary}");
-    // Due slots are not dropped: 1000 in 5 s, all sent, if late.
-    assert!((990..=1_001).contains(&r.requests), "{summary}");
+    // Due slots are not dropped: 1000 are due in 5 s and go out, if late.
+    // Dropping the slots that fell due in the stalls would lose about a
+    // fifth; a busy machine only loses the few due when the time ran out.
+    assert!((900..=1_001).contains(&r.requests), "{summary}");
     let ms = Duration::from_millis;
     let (latency, service) = (&r.latency, &r.service_time);
     assert!(latency.quantile(0.99) >= ms(100), "{summary}");
