@@ -165,21 +165,29 @@ async fn leaks_raise_rules_capture_evidence_and_recover() {
         get("/leak/heap?kb=256").await;
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
-    let v = wait_for(addr, Duration::from_secs(10), "rules to fire", |v| {
+    // A rule's level turns first; its alert is listed once its finding is
+    // made (a thread dump, profiles compared), a moment later: wait for both.
+    let raised = |v: &serde_json::Value| -> Vec<String> {
+        v["alerts"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|a| a["to"] == "warning")
+                    .filter_map(|a| a["rule"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let rules = ["threads_growth", "tokio_tasks_growth", "open_fds_high"];
+    let v = wait_for(addr, Duration::from_secs(20), "rules to fire", |v| {
         level(v, "threads_growth") != "ok"
             && level(v, "tokio_tasks_growth") != "ok"
             && level(v, "open_fds_high") == "warning"
+            && rules.iter().all(|r| raised(v).iter().any(|x| x == r))
     })
     .await;
-    let raised: Vec<&str> = v["alerts"]
-        .as_array()
-        .expect("alerts")
-        .iter()
-        .filter(|a| a["to"] == "warning")
-        .filter_map(|a| a["rule"].as_str())
-        .collect();
-    for rule in ["threads_growth", "tokio_tasks_growth", "open_fds_high"] {
-        assert!(raised.contains(&rule), "{rule} raised: {v:#}");
+    for rule in rules {
+        assert!(raised(&v).iter().any(|x| x == rule), "{rule} raised: {v:#}");
     }
     assert!(v["breach_at"].is_number(), "breach captured: {v:#}");
 
