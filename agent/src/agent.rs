@@ -279,7 +279,7 @@ impl AgentBuilder {
         self
     }
 
-    /// Posts every alert of the watch loop to an `http://` webhook (JSON with
+    /// Posts every alert of the watch loop to an `http(s)://` webhook (JSON with
     /// a Slack-compatible `text` field), with retries, backoff and a circuit
     /// breaker. Call [`router`](Self::router) or [`spawn`](Self::spawn)
     /// inside a tokio runtime: delivery runs on a task of it.
