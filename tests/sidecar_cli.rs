@@ -73,9 +73,9 @@ fn bad_settings_are_refused_with_a_clear_message() {
                 "--pid".into(),
                 "1".into(),
                 "--pprof-url".into(),
-                "https://x".into(),
+                "ftp://x".into(),
             ],
-            "https is not supported",
+            "expected an http:// or https:// URL",
         ),
         (
             vec!["--name".into(), "(".into()],

@@ -189,6 +189,7 @@ impl AgentBuilder {
     /// | `LEAKSCOPE_MAX_PROFILE_SECONDS` | [`max_profile_duration`](Self::max_profile_duration) | `300` |
     /// | `LEAKSCOPE_HEAP_SAMPLE_BYTES` | [`heap_sample_interval`](Self::heap_sample_interval) | `524288` |
     /// | `LEAKSCOPE_ALERTMANAGER_URL` | [`alertmanager`](Self::alertmanager) with [`AlertmanagerOptions::new`] | `http://127.0.0.1:9093` |
+    /// | `LEAKSCOPE_ALERTMANAGER_CA_FILE` | that sink's [`ca_file`](AlertmanagerOptions::ca_file) (needs the URL) | `/etc/ssl/internal-ca.pem` |
     ///
     /// Unset or empty variables change nothing; a value that does not parse
     /// is an [`Error::Config`] naming the variable.
@@ -225,7 +226,9 @@ impl AgentBuilder {
                 setting: "LEAKSCOPE_ALERTMANAGER_URL",
                 message,
             })?;
-            self = self.alertmanager(AlertmanagerOptions::new(v.trim()));
+            let mut am = AlertmanagerOptions::new(v.trim());
+            am.ca_file = get("LEAKSCOPE_ALERTMANAGER_CA_FILE").map(|f| f.trim().into());
+            self = self.alertmanager(am);
         }
         Ok(self)
     }
@@ -276,7 +279,7 @@ impl AgentBuilder {
         self
     }
 
-    /// Posts every alert of the watch loop to an `http://` webhook (JSON with
+    /// Posts every alert of the watch loop to an `http(s)://` webhook (JSON with
     /// a Slack-compatible `text` field), with retries, backoff and a circuit
     /// breaker. Call [`router`](Self::router) or [`spawn`](Self::spawn)
     /// inside a tokio runtime: delivery runs on a task of it.
@@ -501,10 +504,15 @@ mod tests {
                 ("LEAKSCOPE_MAX_PROFILE_SECONDS", "60"),
                 ("LEAKSCOPE_HEAP_SAMPLE_BYTES", ""),
                 ("LEAKSCOPE_ALERTMANAGER_URL", " http://127.0.0.1:9093 "),
+                ("LEAKSCOPE_ALERTMANAGER_CA_FILE", "/etc/ca.pem"),
             ]))
             .expect("valid env");
         let am = b.alertmanager.as_ref().expect("alertmanager set");
         assert_eq!(am.url, "http://127.0.0.1:9093");
+        assert_eq!(
+            am.ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/ca.pem"))
+        );
         assert_eq!(b.addr, SocketAddr::from(([127, 0, 0, 1], 7070)));
         assert_eq!(b.cpu_hz, 250);
         assert_eq!(b.max_profile_duration, Duration::from_secs(60));

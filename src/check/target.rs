@@ -261,20 +261,25 @@ pub async fn wait_healthy(
     limit: Duration,
     alive: &mut dyn FnMut() -> Result<(), String>,
 ) -> Result<(), String> {
+    use leakscope_agent::client::backoff::Backoff;
+    use leakscope_agent::client::{ClientError, Endpoint, RetryPolicy};
+
+    // One attempt per poll, and no breaker: the loop is the retry.
+    let two = Duration::from_secs(2);
+    let policy = RetryPolicy::default()
+        .timeouts(two, two)
+        .retries(0, Backoff::default())
+        .breaker(u32::MAX, Duration::ZERO);
+    let endpoint = Endpoint::new(url.clone(), policy);
     let start = Instant::now();
     let mut last;
     loop {
         alive()?;
-        let attempt = async {
-            let addr = url.resolve(Duration::from_secs(2)).await?;
-            leakscope_agent::client::get(addr, url.path(), Duration::from_secs(2))
-                .await
-                .map_err(|e| e.to_string())
-        };
-        match attempt.await {
-            Ok(r) if (200..300).contains(&r.status) || any_status => return Ok(()),
-            Ok(r) => last = format!("HTTP {}", r.status),
-            Err(e) => last = e,
+        match endpoint.get(url.path(), None).await {
+            Ok(_) => return Ok(()),
+            Err(ClientError::Status { .. }) if any_status => return Ok(()),
+            Err(ClientError::Status { status, .. }) => last = format!("HTTP {status}"),
+            Err(e) => last = e.to_string(),
         }
         if start.elapsed() >= limit {
             return Err(format!(

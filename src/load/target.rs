@@ -70,10 +70,23 @@ impl How {
     };
 }
 
+/// Parses an `http://` URL: the load generator's keep-alive connections
+/// speak plain HTTP (it loads a service on this machine), not TLS.
+fn plain(url: &str) -> Result<HttpUrl, LoadError> {
+    let parsed = HttpUrl::parse(url).map_err(LoadError::BadUrl)?;
+    if parsed.is_https() {
+        return Err(LoadError::BadUrl(format!(
+            "{url:?}: https is not supported by the load generator (plain HTTP keep-alive \
+             connections); give the service's http:// URL"
+        )));
+    }
+    Ok(parsed)
+}
+
 impl Target {
     /// One URL, such as `http://127.0.0.1:6060/leak/heap?kb=64`.
     pub fn parse(url: &str) -> Result<Target, LoadError> {
-        let url = HttpUrl::parse(url).map_err(LoadError::BadUrl)?;
+        let url = plain(url)?;
         let path = url.path().to_owned();
         Ok(Target::new(url, vec![(path, 1)], vec![How::GET]))
     }
@@ -85,7 +98,7 @@ impl Target {
         base: &str,
         paths: impl IntoIterator<Item = (P, u32)>,
     ) -> Result<Target, LoadError> {
-        let url = HttpUrl::parse(base).map_err(LoadError::BadUrl)?;
+        let url = plain(base)?;
         if url.path() != "/" {
             return Err(LoadError::BadMix(format!(
                 "the base {base:?} has a path: give the server only, the paths in the mix"

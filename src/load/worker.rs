@@ -302,6 +302,7 @@ fn error_kind(e: &ClientError) -> String {
         ClientError::Status { status, .. } => format!("HTTP {status}"),
         ClientError::BadResponse { .. } => "bad response".to_owned(),
         ClientError::BreakerOpen { .. } => "circuit breaker open".to_owned(),
+        ClientError::Tls { .. } => "tls".to_owned(),
     }
 }
 

@@ -48,6 +48,10 @@ pub struct SidecarSection {
     pub webhook: Option<String>,
     /// Prometheus Alertmanager's base URL for alerts (`http://host:9093`).
     pub alertmanager: Option<String>,
+    /// A PEM file of CA certificates trusted for `https://` (webhook,
+    /// Alertmanager, pprof URLs) besides the platform's; relative to the
+    /// config file's directory.
+    pub ca_file: Option<PathBuf>,
     /// Store retention: most snapshots.
     pub max_snapshots: Option<usize>,
     /// Store retention: most bytes.
@@ -179,6 +183,11 @@ pub fn parse(text: &str, origin: &str, base_dir: &Path) -> Result<ConfigFile, St
     {
         sidecar.data_dir = Some(base_dir.join(d));
     }
+    if let Some(f) = &sidecar.ca_file
+        && f.is_relative()
+    {
+        sidecar.ca_file = Some(base_dir.join(f));
+    }
     Ok(ConfigFile { sidecar, targets })
 }
 
@@ -216,6 +225,16 @@ impl ConfigFile {
             HttpUrl::parse(a).map_err(|e| format!("[sidecar] alertmanager: {e}"))?;
             opts.alertmanager =
                 Some(leakscope_agent::alert::alertmanager::AlertmanagerOptions::new(a.trim()));
+        }
+        if let Some(f) = &s.ca_file {
+            opts.tls_roots = leakscope_agent::client::TlsRoots::with_pem_file(f)
+                .map_err(|e| format!("[sidecar] ca_file: {e}"))?;
+            if let Some(w) = &mut opts.webhook {
+                w.ca_file = Some(f.clone());
+            }
+            if let Some(a) = &mut opts.alertmanager {
+                a.ca_file = Some(f.clone());
+            }
         }
         Ok(())
     }
@@ -295,6 +314,18 @@ above = { warning = 10 }
         .unwrap();
         let e = c.apply(&mut SidecarOptions::new(Vec::new())).unwrap_err();
         assert!(e.starts_with("[sidecar] alertmanager: "), "{e}");
+        // The CA file is relative to the config's directory, and read.
+        let c = parse(
+            "[sidecar]\nwebhook = \"https://hooks.example/a\"\nca_file = \"ca.pem\"\n",
+            "t.toml",
+            Path::new("/nonexistent-leakscope"),
+        )
+        .unwrap();
+        let missing = PathBuf::from("/nonexistent-leakscope/ca.pem");
+        assert_eq!(c.sidecar.ca_file.as_ref(), Some(&missing));
+        let e = c.apply(&mut SidecarOptions::new(Vec::new())).unwrap_err();
+        assert!(e.starts_with("[sidecar] ca_file: "), "{e}");
+        assert!(e.contains("/nonexistent-leakscope/ca.pem"), "{e}");
     }
 
     #[test]
@@ -323,8 +354,8 @@ above = { warning = 10 }
                 "not a valid regular expression",
             ),
             (
-                "[[target]]\nname = \"a\"\npid = 1\npprof_url = \"https://x\"\n",
-                "https is not supported",
+                "[[target]]\nname = \"a\"\npid = 1\npprof_url = \"ftp://x\"\n",
+                "expected an http:// or https:// URL",
             ),
             (
                 "[[target]]\nname = \"a\"\npid = 1\nheap_every_secs = -1\n",

@@ -45,7 +45,7 @@ use leakscope_agent::alert::alertmanager::{AlertmanagerOptions, AlertmanagerSink
 use leakscope_agent::alert::webhook::{WebhookOptions, WebhookSink};
 use leakscope_agent::alert::{AlertmanagerHook, WebhookHook};
 use leakscope_agent::client::url::HttpUrl;
-use leakscope_agent::client::{Endpoint, RetryPolicy};
+use leakscope_agent::client::{Endpoint, RetryPolicy, TlsRoots};
 use leakscope_agent::explain::Finding;
 use leakscope_agent::resource::{ResourceSample, Target};
 use leakscope_agent::store::{SnapshotMeta, Store, StoreOptions};
@@ -161,6 +161,9 @@ pub struct SidecarOptions {
     pub alertmanager: Option<AlertmanagerOptions>,
     /// Timeouts, retries and breaker of every profile pull.
     pub policy: RetryPolicy,
+    /// CAs trusted for `https://` pprof URLs (the platform's by default;
+    /// `[sidecar] ca_file` adds an internal CA).
+    pub tls_roots: TlsRoots,
     /// Sampling interval, history and breakdown period (the rules come from
     /// each target).
     pub monitor: MonitorOptions,
@@ -185,6 +188,7 @@ impl SidecarOptions {
             webhook: None,
             alertmanager: None,
             policy: RetryPolicy::default(),
+            tls_roots: TlsRoots::platform(),
             monitor: MonitorOptions::default(),
         }
     }
@@ -525,7 +529,7 @@ impl Sidecar {
             let endpoint = spec
                 .pprof_url
                 .clone()
-                .map(|url| Endpoint::new(url, opts.policy.clone()));
+                .map(|url| Endpoint::with_roots(url, opts.policy.clone(), &opts.tls_roots));
             targets.push(Arc::new(TargetState {
                 spec: spec.clone(),
                 monitor,

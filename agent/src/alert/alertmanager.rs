@@ -55,8 +55,11 @@ use crate::error::Error;
 pub struct AlertmanagerOptions {
     /// Alertmanager's base URL, `http://host:9093` (with its
     /// `--web.route-prefix` path, if any); alerts go to
-    /// `{url}/api/v2/alerts`. `https://` is refused (no TLS).
+    /// `{url}/api/v2/alerts`; `https://` works too.
     pub url: String,
+    /// A PEM file of CA certificates trusted for an `https://` URL besides
+    /// the platform's (an internal CA); read when the sink is spawned.
+    pub ca_file: Option<std::path::PathBuf>,
     /// Labels added to every alert, such as `service` or `instance`, to
     /// tell the senders apart; they may not reuse the built-in names
     /// (`alertname`, `rule`, `metric`, `target`, `severity`).
@@ -92,6 +95,7 @@ impl AlertmanagerOptions {
     pub fn new(url: impl Into<String>) -> AlertmanagerOptions {
         AlertmanagerOptions {
             url: url.into(),
+            ca_file: None,
             labels: BTreeMap::new(),
             generator_url: None,
             resend_every: Self::DEFAULT_RESEND_EVERY,
@@ -192,7 +196,7 @@ impl AlertmanagerSink {
     /// Checks the options, parses the URL and spawns the delivery task on
     /// the current tokio runtime.
     ///
-    /// A bad or `https://` URL, a zero `timeout`, `queue` or
+    /// A bad URL, an unreadable `ca_file`, a zero `timeout`, `queue` or
     /// `resend_every`, or a label that is not a Prometheus label name or
     /// reuses a built-in one is an [`Error::Config`]; calling outside a
     /// tokio runtime is an [`Error::Io`].
@@ -240,6 +244,7 @@ impl AlertmanagerSink {
             breaker_failures: opts.breaker_failures,
             breaker_open_for: opts.breaker_open_for,
             queue: opts.queue,
+            ca_file: opts.ca_file.clone(),
         };
         let delivery = Delivery::spawn(
             Kind::Alertmanager,

@@ -253,9 +253,18 @@ async fn refuses_bad_settings() {
         Err(e) => panic!("unexpected {e}"),
         Ok(_) => panic!("accepted"),
     };
-    let m = config(AlertmanagerOptions::new("https://am.example.com"));
+    let m = config(AlertmanagerOptions::new("ftp://am.example.com"));
     assert!(m.starts_with("alertmanager_url: "), "{m}");
-    assert!(m.contains("https is not supported"), "{m}");
+    assert!(m.contains("expected an http:// or https:// URL"), "{m}");
+    let empty = std::env::temp_dir().join(format!("leakscope-empty-ca-{}.pem", std::process::id()));
+    std::fs::write(&empty, "not a certificate\n").expect("write");
+    let m = config(AlertmanagerOptions {
+        ca_file: Some(empty.clone()),
+        ..AlertmanagerOptions::new("https://am.example.com")
+    });
+    let _ = std::fs::remove_file(&empty);
+    assert!(m.starts_with("alertmanager_ca_file: "), "{m}");
+    assert!(m.contains("no certificate found"), "{m}");
     for (name, expected) in [
         ("severity", "set by leakscope"),
         ("alertname", "set by leakscope"),

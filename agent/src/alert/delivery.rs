@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::backoff::{Backoff, BreakerState};
 use crate::client::url::HttpUrl;
-use crate::client::{Endpoint, RetryPolicy};
+use crate::client::{Endpoint, RetryPolicy, TlsRoots};
 use crate::error::Error;
 
 /// Counters of an alert sink since it was spawned.
@@ -59,6 +59,14 @@ impl Kind {
         }
     }
 
+    /// The CA file's setting name in [`Error::Config`].
+    fn ca_setting(self) -> &'static str {
+        match self {
+            Kind::Webhook => "webhook_ca_file",
+            Kind::Alertmanager => "alertmanager_ca_file",
+        }
+    }
+
     /// `(url, timeout, queue)` setting names in [`Error::Config`].
     fn settings(self) -> (&'static str, &'static str, &'static str) {
         match self {
@@ -81,6 +89,8 @@ pub(crate) struct Settings {
     pub breaker_failures: u32,
     pub breaker_open_for: Duration,
     pub queue: usize,
+    /// Extra trusted CA certificates (PEM) for `https://`.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// A periodic post: every `every`, `body()` gives what to post, if
@@ -136,8 +146,8 @@ impl Delivery {
     /// the current tokio runtime; bodies are posted to `url`'s path, or to
     /// `path(url's path)` when given.
     ///
-    /// A bad or `https://` URL, a zero `timeout` or `queue` is an
-    /// [`Error::Config`] naming the sink's setting; calling outside a tokio
+    /// A bad URL, an unreadable or empty CA file, a zero `timeout` or
+    /// `queue` is an [`Error::Config`] naming the sink's setting; calling outside a tokio
     /// runtime is an [`Error::Io`]. An IP-literal host is used as is; a host
     /// name is resolved by the task before each connection.
     pub(crate) fn spawn(
@@ -184,7 +194,14 @@ impl Delivery {
             .retries(settings.max_retries, settings.backoff)
             .breaker(settings.breaker_failures, settings.breaker_open_for);
         let path = path(url.path());
-        let endpoint = Endpoint::new(url, policy);
+        let roots = match &settings.ca_file {
+            Some(file) => TlsRoots::with_pem_file(file).map_err(|message| Error::Config {
+                setting: kind.ca_setting(),
+                message,
+            })?,
+            None => TlsRoots::platform(),
+        };
+        let endpoint = Endpoint::with_roots(url, policy, &roots);
         let task = Task {
             kind,
             shared: shared.clone(),

@@ -1,7 +1,7 @@
 //! Alerts: threshold state changes of a watched metric, and where they go.
 //!
 //! An [`Alert`] says that a rule's state changed (`ok` → `warning`, ...).
-//! [`webhook::WebhookSink`] posts alerts as JSON to an `http://` webhook
+//! [`webhook::WebhookSink`] posts alerts as JSON to an `http://` or `https://` webhook
 //! (Slack-compatible thanks to the `text` field) from a background task,
 //! with retries, backoff and a circuit breaker ([`backoff`]), without ever
 //! blocking the caller. [`alertmanager::AlertmanagerSink`] posts them to

@@ -1,4 +1,4 @@
-//! The webhook sink: posts [`Alert`]s as JSON to an `http://` URL from a
+//! The webhook sink: posts [`Alert`]s as JSON to an `http(s)://` URL from a
 //! background task, with per-attempt timeouts, retries with jittered
 //! backoff and a circuit breaker (the [`delivery`](super::delivery)
 //! machinery it shares with Alertmanager's sink).
@@ -8,8 +8,9 @@
 //! delivers the queue in order. A slow or dead webhook therefore costs at
 //! most `queue` alerts of memory and one task; the breaker turns a dead
 //! webhook into fast, counted drops, logged once per breaker state change.
-//! Only plain HTTP is spoken (the crate's [`crate::client`]): for HTTPS
-//! endpoints such as Slack, point the URL at a local relay.
+//! `http://` and `https://` URLs work (the crate's [`crate::client`]:
+//! hyper and rustls, the platform's CAs); a webhook behind an internal CA
+//! is trusted with [`WebhookOptions::ca_file`].
 //!
 //! ```no_run
 //! # async fn demo(alert: leakscope_agent::alert::Alert) -> Result<(), leakscope_agent::error::Error> {
@@ -22,6 +23,7 @@
 //! # }
 //! ```
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::Alert;
@@ -32,8 +34,11 @@ use crate::error::Error;
 /// Settings of a [`WebhookSink`].
 #[derive(Debug, Clone)]
 pub struct WebhookOptions {
-    /// `http://host[:port][/path][?query]`; `https://` is refused (no TLS).
+    /// `http[s]://host[:port][/path][?query]`.
     pub url: String,
+    /// A PEM file of CA certificates trusted for an `https://` URL besides
+    /// the platform's (an internal CA); read when the sink is spawned.
+    pub ca_file: Option<PathBuf>,
     /// Bound of each attempt, connecting included (default 2 s).
     pub timeout: Duration,
     /// Retries after a failed attempt (default 3).
@@ -53,6 +58,7 @@ impl WebhookOptions {
     pub fn new(url: impl Into<String>) -> WebhookOptions {
         WebhookOptions {
             url: url.into(),
+            ca_file: None,
             timeout: Duration::from_secs(2),
             max_retries: 3,
             backoff: Backoff::default(),
@@ -82,6 +88,7 @@ impl WebhookOptions {
             breaker_failures: self.breaker_failures,
             breaker_open_for: self.breaker_open_for,
             queue: self.queue,
+            ca_file: self.ca_file.clone(),
         }
     }
 }
@@ -90,8 +97,8 @@ impl WebhookSink {
     /// Checks the options, parses the URL and spawns the delivery task on
     /// the current tokio runtime.
     ///
-    /// A bad or `https://` URL, a zero `timeout` or `queue` is an
-    /// [`Error::Config`]; calling outside a tokio runtime is an
+    /// A bad URL, an unreadable `ca_file`, a zero `timeout` or `queue` is
+    /// an [`Error::Config`]; calling outside a tokio runtime is an
     /// [`Error::Io`]. An IP-literal host is used as is; a host name is
     /// resolved with `tokio::net::lookup_host` by the delivery task before
     /// its first attempt (this function does not wait), and again after a

@@ -254,13 +254,26 @@ async fn refuses_bad_urls_and_settings() {
         Err(e) => panic!("{url}: unexpected {e}"),
         Ok(_) => panic!("{url}: accepted"),
     };
-    let m = config("https://hooks.slack.com/services/x");
+    let m = config("ftp://example.com/");
     assert!(
-        m.starts_with("webhook_url: ") && m.contains("https is not supported"),
+        m.starts_with("webhook_url: ") && m.contains("expected an http:// or https:// URL"),
         "{m}"
     );
-    assert!(config("not a url").contains("expected an http:// URL"));
-    assert!(config("ftp://example.com/").contains("expected an http:// URL"));
+    assert!(config("not a url").contains("expected an http:// or https:// URL"));
+    let missing = WebhookOptions {
+        ca_file: Some("/nonexistent/leakscope-ca.pem".into()),
+        ..WebhookOptions::new("https://127.0.0.1:9/")
+    };
+    match WebhookSink::spawn(missing) {
+        Err(Error::Config { setting, message }) => {
+            assert_eq!(setting, "webhook_ca_file");
+            assert!(
+                message.contains("/nonexistent/leakscope-ca.pem"),
+                "{message}"
+            );
+        }
+        other => panic!("expected a config error, got {other:?}"),
+    }
     assert!(config("http://").contains("missing or invalid host"));
     assert!(config("http://bad host/").contains("invalid host"));
     assert!(config("http://127.0.0.1:99999/").contains("invalid port"));
@@ -284,6 +297,7 @@ async fn refuses_bad_urls_and_settings() {
         "HTTP://[::1]:9",
         "http://localhost:9/x#frag",
         "http://example.invalid?q",
+        "https://hooks.example.invalid/services/x",
     ] {
         WebhookSink::spawn(WebhookOptions::new(ok)).expect(ok);
     }

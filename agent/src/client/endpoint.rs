@@ -3,8 +3,12 @@
 //!
 //! The webhook sink posts alerts through one, the sidecar pulls every
 //! target's profiles through one per target. A request is one *delivery*:
-//! up to `1 + max_retries` attempts, each on a fresh connection and bounded
-//! by [`RetryPolicy::timeout`] (connecting by [`RetryPolicy::connect_timeout`]).
+//! up to `1 + max_retries` attempts, each bounded by
+//! [`RetryPolicy::timeout`] (connecting by [`RetryPolicy::connect_timeout`]).
+//! Attempts go through hyper-util's pooled client: a connection that
+//! answered is kept for the next request (idle at most
+//! [`Endpoint::POOL_IDLE`]), one that failed or timed out is dropped;
+//! `https://` URLs are spoken over rustls with the endpoint's [`TlsRoots`].
 //! A delivery that fails counts once against the breaker; while the breaker
 //! is open, requests fail at once with [`ClientError::BreakerOpen`], so a
 //! dead server costs nothing but a counter. After `breaker_open_for`, one
@@ -12,23 +16,34 @@
 //! breaker, failure opens it again.
 //!
 //! Answers 2xx are successes. 5xx, 408 and 429 answers, timeouts and I/O
-//! errors are retried; other 4xx answers, and bodies over the cap of
-//! [`Endpoint::get_capped`], are final (retrying cannot help) and count as a
+//! errors are retried; other 4xx answers, TLS failures (an untrusted
+//! certificate stays untrusted) and bodies over the cap of
+//! [`Endpoint::get_capped`] are final (retrying cannot help) and count as a
 //! failed delivery.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
 use super::backoff::{Backoff, BreakerState, CircuitBreaker, XorShift};
+use super::transport::{self, Body, MAX_BUF, MAX_HEADERS, Req};
 use super::url::HttpUrl;
-use super::{ClientError, Connection, Response};
+use super::{ClientError, Connection, Response, TlsRoots};
+
+/// hyper-util's pooled client over TCP or rustls.
+type Pool = Client<HttpsConnector<HttpConnector>, Body>;
 
 /// Timeouts, retries and breaker settings of an [`Endpoint`].
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct RetryPolicy {
-    /// Bound of opening the TCP connection (and resolving the host).
+    /// Bound of opening the TCP connection.
     pub connect_timeout: Duration,
     /// Bound of each attempt, connecting included.
     pub timeout: Duration,
@@ -112,6 +127,7 @@ pub struct EndpointStats {
 #[derive(Debug)]
 struct Inner {
     url: HttpUrl,
+    client: Pool,
     policy: RetryPolicy,
     breaker: Mutex<CircuitBreaker>,
     rng: Mutex<XorShift>,
@@ -136,12 +152,41 @@ enum Attempt {
 }
 
 impl Endpoint {
-    /// An endpoint for the server of `url` (its path is the default path).
+    /// How long a connection that answered is kept for the next request.
+    pub const POOL_IDLE: Duration = Duration::from_secs(30);
+
+    /// An endpoint for the server of `url` (its path is the default path);
+    /// `https://` servers must have a certificate from a CA of the
+    /// platform's store ([`TlsRoots::platform`]).
     pub fn new(url: HttpUrl, policy: RetryPolicy) -> Endpoint {
+        Endpoint::with_roots(url, policy, &TlsRoots::platform())
+    }
+
+    /// [`Endpoint::new`] trusting `roots` for `https://`, such as the
+    /// platform's CAs and an internal CA ([`TlsRoots::with_pem_file`]).
+    pub fn with_roots(url: HttpUrl, policy: RetryPolicy, roots: &TlsRoots) -> Endpoint {
         let breaker = CircuitBreaker::new(policy.breaker_failures, policy.breaker_open_for);
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(policy.connect_timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(roots.client_config().clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(Self::POOL_IDLE)
+            .pool_max_idle_per_host(4)
+            .http1_max_buf_size(MAX_BUF)
+            .http1_max_headers(MAX_HEADERS)
+            .build(connector);
         Endpoint {
             inner: Arc::new(Inner {
                 url,
+                client,
                 policy,
                 breaker: Mutex::new(breaker),
                 rng: Mutex::new(XorShift::from_time()),
@@ -213,7 +258,8 @@ impl Endpoint {
     }
 
     /// POST `body` to `path` with extra headers (see
-    /// [`super::post_with_headers`]); `Host` is the URL's authority.
+    /// [`super::post_with_headers`]); `Host` is the URL's authority unless
+    /// given.
     pub async fn post(
         &self,
         path: &str,
@@ -303,33 +349,50 @@ impl Endpoint {
         (timeout, max_body): (Duration, usize),
     ) -> Result<Response, Attempt> {
         let i = &self.inner;
-        let connect_timeout = i.policy.connect_timeout.min(timeout);
-        let addr = i.url.resolve(connect_timeout).await.map_err(|message| {
-            Attempt::Retry(ClientError::Io {
-                method,
-                path: path.to_owned(),
-                source: std::io::Error::other(message),
-            })
-        })?;
-        let mut all: Vec<(&str, &str)> = vec![("Host", i.url.authority())];
-        all.extend_from_slice(headers);
-        let checked = super::check_headers(&all).map_err(|source| {
+        let url = i.url.with_path(path).to_string();
+        let req = Req {
+            method,
+            target: path,
+            url: &url,
+        };
+        let checked = super::check_headers(headers).map_err(|source| {
             Attempt::Final(ClientError::Io {
                 method,
                 path: path.to_owned(),
                 source,
             })
         })?;
-        let timeouts = (connect_timeout, timeout);
-        let response = super::one_shot(addr, method, path, body, checked, timeouts, max_body)
-            .await
-            .map_err(|e| {
-                if e.is_body_too_large() {
-                    Attempt::Final(e)
-                } else {
-                    Attempt::Retry(e)
-                }
-            })?;
+        let request = transport::build(
+            req,
+            &url,
+            &checked,
+            None,
+            Bytes::copy_from_slice(body),
+            false,
+        )
+        .map_err(Attempt::Final)?;
+        let exchange = async {
+            let response = i
+                .client
+                .request(request)
+                .await
+                .map_err(|e| req.failed(&e))?;
+            transport::read(req, response, max_body).await
+        };
+        let response = match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) if e.is_body_too_large() || matches!(e, ClientError::Tls { .. }) => {
+                return Err(Attempt::Final(e));
+            }
+            Ok(Err(e)) => return Err(Attempt::Retry(e)),
+            Err(_) => {
+                return Err(Attempt::Retry(ClientError::Timeout {
+                    method,
+                    path: path.to_owned(),
+                    timeout,
+                }));
+            }
+        };
         match response.status {
             200..=299 => Ok(response),
             status => {

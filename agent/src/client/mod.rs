@@ -1,12 +1,15 @@
-//! The one HTTP/1.1 client of leakscope: the demo, the tests, the overhead
-//! bench, webhooks and the sidecar's profile pulls use it. [`Endpoint`] adds
+//! The one HTTP client of leakscope: the demo, the tests, the overhead
+//! bench, the load generator, webhooks, Alertmanager and the sidecar's
+//! profile pulls use it. HTTP/1.1 is hyper's; [`Endpoint`] reaches `http://`
+//! and `https://` servers (hyper-util's pooled client, rustls with the
+//! platform's CAs and optional [`TlsRoots`] from a PEM file) and adds
 //! timeouts, retries with backoff and a circuit breaker on top.
 //!
-//! [`Connection`] keeps one TCP stream open across requests (HTTP/1.1
-//! keep-alive), reads `Content-Length`, chunked and read-to-close bodies up
-//! to a size cap, and reconnects once, transparently, when the server closed
-//! an idle connection before answering. [`get`] and [`post`] send one request
-//! on a fresh connection that is closed afterwards.
+//! [`Connection`] keeps one plain TCP stream to a loopback service open
+//! across requests (HTTP/1.1 keep-alive), reads bodies up to a size cap
+//! while they stream in, and reconnects once, transparently, when the
+//! server closed an idle connection before answering. [`get`] and [`post`]
+//! send one request on a fresh connection that is closed afterwards.
 //!
 //! ```no_run
 //! # async fn demo(addr: std::net::SocketAddr) -> Result<(), leakscope_agent::client::ClientError> {
@@ -22,20 +25,19 @@
 //! ```
 
 pub mod backoff;
+mod connection;
 mod endpoint;
-mod wire;
-
-use wire::{Failure, is_closed, read_response};
+mod tls;
+mod transport;
 pub mod url;
 
+pub use connection::Connection;
 pub use endpoint::{Endpoint, EndpointStats, RetryPolicy};
+pub use tls::TlsRoots;
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
-
-use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 /// A response: status, headers (names lowercased) and body.
 #[derive(Debug, Clone)]
@@ -114,6 +116,20 @@ pub enum ClientError {
         /// How long the breaker stays open after it opens.
         open_for: Duration,
     },
+    /// The TLS handshake with an `https://` server failed, typically
+    /// because its certificate is not signed by a trusted CA.
+    #[error(
+        "{method} {url}: TLS failed: {message} (a server behind an internal CA needs that CA's \
+         certificate in a PEM file given as the sink's or target's CA file)"
+    )]
+    Tls {
+        /// Request method.
+        method: &'static str,
+        /// The URL requested.
+        url: String,
+        /// rustls's account of the failure.
+        message: String,
+    },
     /// The answer is not HTTP/1.1 this client understands.
     #[error("{method} {path}: bad response: {message}")]
     BadResponse {
@@ -130,7 +146,7 @@ impl ClientError {
     /// True when the answer's body was larger than the cap the request was
     /// made with ([`Connection::with_max_body`], [`Endpoint::get_capped`]).
     pub fn is_body_too_large(&self) -> bool {
-        matches!(self, ClientError::BadResponse { message, .. } if message.starts_with(wire::TOO_LARGE))
+        matches!(self, ClientError::BadResponse { message, .. } if message.starts_with(transport::TOO_LARGE))
     }
 }
 
@@ -229,259 +245,8 @@ async fn one_shot(
     (connect_timeout, timeout): (Duration, Duration),
     max_body: usize,
 ) -> Result<Response, ClientError> {
-    let mut conn = Connection {
-        addr,
-        connect_timeout,
-        max_body,
-        stream: None,
-        keep_alive: false,
-        line: Vec::new(),
-        headers,
-    };
+    let mut conn = Connection::unopened(addr, connect_timeout, max_body, false, headers);
     conn.send(method, path, None, body, timeout).await
-}
-
-/// One keep-alive HTTP/1.1 connection to a loopback service.
-///
-/// Requests are sent one at a time over the same TCP stream. After an error,
-/// a timeout or a response that ends the connection (`Connection: close`, a
-/// body that runs to the end of the stream), the next request opens a new
-/// stream. When a stream that already carried a response is found closed by
-/// the server before any byte of the next response arrived (the server
-/// dropped an idle connection), the request is sent again, once, on a new
-/// stream.
-#[derive(Debug)]
-pub struct Connection {
-    addr: SocketAddr,
-    connect_timeout: Duration,
-    max_body: usize,
-    /// The open stream, if any, and how many responses it has carried.
-    stream: Option<(BufReader<TcpStream>, u64)>,
-    /// Ask the server to keep the stream open (false for one-shot requests).
-    keep_alive: bool,
-    /// Reused buffer for one line of the response head.
-    line: Vec<u8>,
-    /// Extra request headers (one-shot requests only), already checked.
-    headers: Vec<(String, String)>,
-}
-
-/// Longest line of a response head (status line, header, chunk size).
-const MAX_LINE: usize = 16 * 1024;
-/// Most header lines in one response head.
-const MAX_HEADERS: usize = 128;
-/// Read buffer per connection.
-const READ_BUFFER: usize = 16 * 1024;
-
-impl Connection {
-    /// Default largest body [`Connection::with_max_body`] accepts: 256 MiB.
-    pub const DEFAULT_MAX_BODY: usize = 256 << 20;
-
-    /// Opens a TCP connection to `addr` within `timeout`, which also bounds
-    /// every later reconnect.
-    pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Connection, ClientError> {
-        let mut conn = Connection {
-            addr,
-            connect_timeout: timeout,
-            max_body: Connection::DEFAULT_MAX_BODY,
-            stream: None,
-            keep_alive: true,
-            line: Vec::with_capacity(256),
-            headers: Vec::new(),
-        };
-        let path = addr.to_string();
-        let stream = tokio::time::timeout(timeout, conn.dial("CONNECT", &path))
-            .await
-            .map_err(|_| ClientError::Timeout {
-                method: "CONNECT",
-                path: path.clone(),
-                timeout,
-            })??;
-        conn.stream = Some((stream, 0));
-        Ok(conn)
-    }
-
-    /// Sets the largest response body accepted; a larger one is a
-    /// [`ClientError::BadResponse`] (default [`Self::DEFAULT_MAX_BODY`]).
-    #[must_use]
-    pub fn with_max_body(mut self, bytes: usize) -> Connection {
-        self.max_body = bytes;
-        self
-    }
-
-    /// The server's address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// GET `path`; `timeout` bounds the whole exchange, a reconnect included.
-    pub async fn get(&mut self, path: &str, timeout: Duration) -> Result<Response, ClientError> {
-        self.send("GET", path, None, &[], timeout).await
-    }
-
-    /// POST `body` to `path`; `timeout` bounds the whole exchange, a
-    /// reconnect included.
-    pub async fn post(
-        &mut self,
-        path: &str,
-        body: &[u8],
-        timeout: Duration,
-    ) -> Result<Response, ClientError> {
-        self.send("POST", path, None, body, timeout).await
-    }
-
-    /// Sends `method` to `path` with `body` (none for an empty one) and, when
-    /// given, a `Content-Type` header; `timeout` bounds the whole exchange, a
-    /// reconnect included. A content type with a CR, LF or NUL is refused
-    /// (a [`ClientError::Io`] of kind `InvalidInput`) before anything is sent.
-    pub async fn request(
-        &mut self,
-        method: &'static str,
-        path: &str,
-        content_type: Option<&str>,
-        body: &[u8],
-        timeout: Duration,
-    ) -> Result<Response, ClientError> {
-        if let Some(ct) = content_type {
-            check_headers(&[("Content-Type", ct)]).map_err(|source| ClientError::Io {
-                method,
-                path: path.to_owned(),
-                source,
-            })?;
-        }
-        self.send(method, path, content_type, body, timeout).await
-    }
-
-    async fn send(
-        &mut self,
-        method: &'static str,
-        path: &str,
-        content_type: Option<&str>,
-        body: &[u8],
-        timeout: Duration,
-    ) -> Result<Response, ClientError> {
-        let exchange = self.send_with_retry(method, path, content_type, body);
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => {
-                self.stream = None;
-                Err(e)
-            }
-            Err(_) => {
-                // The stream is somewhere in the middle of a response.
-                self.stream = None;
-                Err(ClientError::Timeout {
-                    method,
-                    path: path.to_owned(),
-                    timeout,
-                })
-            }
-        }
-    }
-
-    async fn send_with_retry(
-        &mut self,
-        method: &'static str,
-        path: &str,
-        content_type: Option<&str>,
-        body: &[u8],
-    ) -> Result<Response, ClientError> {
-        let reused = matches!(self.stream, Some((_, served)) if served > 0);
-        match self.exchange(method, path, content_type, body).await {
-            Err(Failure::ClosedBeforeResponse(_)) if reused => {
-                self.stream = None;
-                self.exchange(method, path, content_type, body)
-                    .await
-                    .map_err(|f| f.into_error(method, path))
-            }
-            result => result.map_err(|f| f.into_error(method, path)),
-        }
-    }
-
-    /// One request and its response, on the open stream or a new one.
-    async fn exchange(
-        &mut self,
-        method: &'static str,
-        path: &str,
-        content_type: Option<&str>,
-        body: &[u8],
-    ) -> Result<Response, Failure> {
-        let open = match self.stream.take() {
-            Some(open) => open,
-            None => {
-                let dialed = tokio::time::timeout(self.connect_timeout, self.dial(method, path))
-                    .await
-                    .map_err(|_| {
-                        Failure::Client(ClientError::Timeout {
-                            method,
-                            path: path.to_owned(),
-                            timeout: self.connect_timeout,
-                        })
-                    })?
-                    .map_err(Failure::Client)?;
-                (dialed, 0)
-            }
-        };
-        let (reader, served) = self.stream.insert(open);
-        let mut head = format!("{method} {path} HTTP/1.1\r\n");
-        if !self
-            .headers
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case("host"))
-        {
-            head.push_str(&format!("Host: {}\r\n", self.addr));
-        }
-        head.push_str(&format!(
-            "User-Agent: leakscope/{}\r\n",
-            env!("CARGO_PKG_VERSION")
-        ));
-        for (name, value) in &self.headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        if let Some(ct) = content_type {
-            head.push_str(&format!("Content-Type: {ct}\r\n"));
-        }
-        if !self.keep_alive {
-            head.push_str("Connection: close\r\n");
-        }
-        if method != "GET" || !body.is_empty() {
-            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        head.push_str("\r\n");
-        let stream = reader.get_mut();
-        let written = async {
-            stream.write_all(head.as_bytes()).await?;
-            stream.write_all(body).await?;
-            stream.flush().await
-        };
-        if let Err(e) = written.await {
-            return Err(if is_closed(&e) {
-                Failure::ClosedBeforeResponse(e)
-            } else {
-                Failure::Io(e)
-            });
-        }
-        let (response, keep) = read_response(reader, &mut self.line, self.max_body).await?;
-        *served += 1;
-        if !keep || !self.keep_alive {
-            self.stream = None;
-        }
-        Ok(response)
-    }
-
-    async fn dial(
-        &self,
-        method: &'static str,
-        path: &str,
-    ) -> Result<BufReader<TcpStream>, ClientError> {
-        let io = |source| ClientError::Io {
-            method,
-            path: path.to_owned(),
-            source,
-        };
-        let stream = TcpStream::connect(self.addr).await.map_err(io)?;
-        stream.set_nodelay(true).map_err(io)?;
-        Ok(BufReader::with_capacity(READ_BUFFER, stream))
-    }
 }
 
 #[cfg(test)]
@@ -491,49 +256,87 @@ mod tests {
     use axum::Router;
     use axum::extract::ConnectInfo;
     use axum::routing::{get as get_route, post as post_route};
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     const T: Duration = Duration::from_secs(10);
 
-    /// Parses a whole response from bytes.
-    fn parse(raw: &[u8]) -> Result<Response, String> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .map_err(|e| e.to_string())?;
-        rt.block_on(async {
-            let mut reader = raw;
-            read_response(&mut reader, &mut Vec::new(), 1 << 20)
-                .await
-                .map(|(response, _)| response)
-                .map_err(|f| format!("{f:?}"))
-        })
+    /// Answers every connection with `raw` after reading its request, then
+    /// closes it; hyper reads what the server sent.
+    async fn raw_server(raw: &'static [u8]) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s.write_all(raw).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        addr
     }
 
-    #[test]
-    fn parses_plain_and_chunked_bodies() {
+    /// The response `raw` as the one-shot GET reads it, capped at 1 MiB.
+    async fn parse(raw: &'static [u8]) -> Result<Response, ClientError> {
+        let addr = raw_server(raw).await;
+        one_shot(addr, "GET", "/", &[], Vec::new(), (T, T), 1 << 20).await
+    }
+
+    #[tokio::test]
+    async fn parses_plain_and_chunked_bodies() {
         let r = parse(b"HTTP/1.1 404 Not Found\r\nX-Go-Pprof: 1\r\n\r\nUnknown profile\n")
+            .await
             .expect("parse");
         assert_eq!(r.status, 404);
         assert_eq!(r.header("x-go-pprof"), Some("1"));
         assert_eq!(r.text(), "Unknown profile\n");
-        let r = parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").expect("parse");
+        let r = parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+            .await
+            .expect("parse");
         assert_eq!(r.body, b"abcde");
-        assert!(parse(b"HTTP/1.1 200 OK\r\n").is_err());
+        assert!(parse(b"HTTP/1.1 200 OK\r\n").await.is_err());
     }
 
-    #[test]
-    fn rejects_bad_and_oversized_responses() {
-        assert!(parse(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
-        assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Length: 2000000\r\n\r\n").is_err());
-        assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
-        assert!(parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").is_err());
+    #[tokio::test]
+    async fn rejects_bad_and_oversized_responses() {
+        let e = parse(b"SSH-2.0-OpenSSH\r\n\r\n")
+            .await
+            .expect_err("not http");
+        assert!(matches!(e, ClientError::BadResponse { .. }), "{e}");
+        let e = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 2000000\r\n\r\n")
+            .await
+            .expect_err("too large");
+        assert!(e.is_body_too_large(), "{e}");
+        // Over the cap without a length: stopped while streaming.
+        static BIG: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        let big = BIG.get_or_init(|| {
+            let mut raw = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_vec();
+            raw.resize(raw.len() + (2 << 20), b'x');
+            raw
+        });
+        let e = parse(big).await.expect_err("too large");
+        assert!(e.is_body_too_large(), "{e}");
+        assert!(
+            parse(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n")
+                .await
+                .is_err()
+        );
+        assert!(
+            parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+                .await
+                .is_err()
+        );
         assert!(
             parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n")
+                .await
                 .is_err()
         );
         let r =
             parse(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+                .await
                 .expect("parse");
         assert_eq!((r.status, r.body.as_slice()), (200, &b"hi"[..]));
     }

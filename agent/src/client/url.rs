@@ -1,13 +1,15 @@
-//! `http://` URLs as the client understands them: where to connect, what
-//! to send as `Host`, and the path. Shared by the webhook sink and the
-//! sidecar's profile pulls. No TLS: `https://` is refused with a hint.
+//! `http://` and `https://` URLs as the client understands them: the
+//! scheme, where to connect, what to send as `Host`, and the path. Shared
+//! by the alert sinks and the sidecar's profile pulls.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// A parsed `http://host[:port][/path][?query]` URL.
+/// A parsed `http[s]://host[:port][/path][?query]` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpUrl {
+    /// `https://` (TLS) rather than `http://`.
+    https: bool,
     /// `host:port` (`[v6]:port`), for `Host:` and name resolution.
     authority: String,
     /// Set for IP-literal hosts.
@@ -22,18 +24,14 @@ impl HttpUrl {
     pub fn parse(url: &str) -> Result<HttpUrl, String> {
         let url = url.trim();
         let lower = url.to_ascii_lowercase();
-        if lower.starts_with("https://") {
+        let https = lower.starts_with("https://");
+        if !https && !lower.starts_with("http://") {
             return Err(format!(
-                "{url:?}: https is not supported (leakscope's HTTP client has no TLS); \
-                 use an http:// URL, e.g. a local relay that forwards to the HTTPS endpoint"
+                "{url:?}: expected an http:// or https:// URL such as http://127.0.0.1:6060"
             ));
         }
-        if !lower.starts_with("http://") {
-            return Err(format!(
-                "{url:?}: expected an http:// URL such as http://127.0.0.1:6060"
-            ));
-        }
-        let rest = url["http://".len()..].split('#').next().unwrap_or_default();
+        let scheme_len = if https { "https://" } else { "http://" }.len();
+        let rest = url[scheme_len..].split('#').next().unwrap_or_default();
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) if rest[i..].starts_with('?') => (&rest[..i], format!("/{}", &rest[i..])),
             Some(i) => (&rest[..i], rest[i..].to_owned()),
@@ -62,6 +60,7 @@ impl HttpUrl {
             }
         };
         let port: u16 = match port {
+            None if https => 443,
             None => 80,
             Some(p) => p
                 .parse()
@@ -81,6 +80,7 @@ impl HttpUrl {
             return Err(format!("{url:?}: invalid host {host:?}"));
         }
         Ok(HttpUrl {
+            https,
             authority: if ip.is_some_and(|ip| ip.is_ipv6()) {
                 format!("[{host}]:{port}")
             } else {
@@ -89,6 +89,11 @@ impl HttpUrl {
             ip: ip.map(|ip| SocketAddr::new(ip, port)),
             path,
         })
+    }
+
+    /// True for an `https://` URL.
+    pub fn is_https(&self) -> bool {
+        self.https
     }
 
     /// `host:port` as written (`[v6]:port` for IPv6).
@@ -135,7 +140,8 @@ impl HttpUrl {
 
 impl std::fmt::Display for HttpUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "http://{}{}", self.authority, self.path)
+        let scheme = if self.https { "https" } else { "http" };
+        write!(f, "{scheme}://{}{}", self.authority, self.path)
     }
 }
 
@@ -160,13 +166,23 @@ mod tests {
             u.with_path("debug/pprof/heap").to_string(),
             "http://example.invalid:80/debug/pprof/heap"
         );
+        let u = HttpUrl::parse("HTTPS://hooks.example.com/services/x?a=1").unwrap();
+        assert!(u.is_https());
+        assert_eq!(u.authority(), "hooks.example.com:443");
+        assert_eq!(
+            u.to_string(),
+            "https://hooks.example.com:443/services/x?a=1"
+        );
+        let u = HttpUrl::parse("https://127.0.0.1:8443").unwrap();
+        assert_eq!(u.ip_addr(), Some("127.0.0.1:8443".parse().unwrap()));
+        assert!(!HttpUrl::parse("http://x").unwrap().is_https());
     }
 
     #[test]
     fn refuses_what_it_cannot_speak() {
         for (url, want) in [
-            ("https://x", "https is not supported"),
-            ("ftp://x", "expected an http:// URL"),
+            ("ftp://x", "expected an http:// or https:// URL"),
+            ("https://", "missing or invalid host"),
             ("http://u:p@x", "credentials"),
             ("http://x:0", "invalid port"),
             ("http://x:99999", "invalid port"),
