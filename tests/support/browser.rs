@@ -1,23 +1,26 @@
-//! A small blocking Chrome DevTools Protocol client for the end-to-end tests:
-//! starts Debian's headless `chromium` on a fresh profile, opens pages served
-//! on 127.0.0.1, evaluates JavaScript in them, waits for conditions, collects
+//! The headless-browser helper of the end-to-end tests: a thin layer over the
+//! `headless_chrome` crate that starts Debian's `chromium` on a fresh profile,
+//! opens pages served on 127.0.0.1 (or `file://` reports), evaluates
+//! JavaScript in them and their iframes, waits for conditions, collects
 //! console errors and writes PNG screenshots for people to look at.
 //!
-//! One websocket to the browser target carries every page through flattened
-//! sessions (`Target.attachToTarget` with `flatten`). Calls are matched to
-//! their responses by id; events that arrive meanwhile are buffered. Every
-//! read is bounded: the socket has a read timeout and each call a deadline.
+//! The crate owns the DevTools connection, the process and its kill on drop;
+//! this layer adds what the tests rely on: a pinned viewport, waiting for the
+//! load of the document navigated to, panics that say what went wrong, and a
+//! record of each page's console, exception and log events.
 
-use std::cell::RefCell;
-use std::fs::{self, File};
-use std::net::{SocketAddr, TcpStream};
+use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use headless_chrome::LaunchOptions;
+use headless_chrome::browser::tab::{EventListener, Tab};
+use headless_chrome::protocol::cdp::types::Event;
+use headless_chrome::protocol::cdp::{Emulation, Page as Cdp, Runtime};
 use serde_json::{Value, json};
-use tungstenite::{Message, WebSocket};
 
 /// How long starting the browser, loading a page or one call may take.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
@@ -26,126 +29,121 @@ pub const VIEWPORT: (u32, u32) = (1280, 900);
 /// How often `wait_for` polls its condition.
 const POLL: Duration = Duration::from_millis(50);
 
-/// A headless chromium, closed (or killed) and its profile removed on drop.
+/// A headless chromium, closed (then killed) and its profile removed on drop.
 pub struct Browser {
-    conn: RefCell<Conn>,
-    // Dropped after `conn`, so after `Browser::drop` has asked it to close.
-    process: Chromium,
-}
-
-/// The chromium process and its directory, reaped and removed on drop.
-struct Chromium {
-    child: Child,
-    /// Holds the profile (`profile/`) and chromium's stderr (`stderr.log`).
+    /// Taken on drop, so that chromium is gone before the profile is removed.
+    inner: Option<headless_chrome::Browser>,
+    /// Holds the profile (`profile/`).
     dir: PathBuf,
-    /// How long to wait for chromium to exit by itself before killing it.
-    grace: Duration,
-}
-
-/// The websocket to the browser target, with events not yet consumed.
-struct Conn {
-    ws: WebSocket<TcpStream>,
-    next_id: u64,
-    events: Vec<Value>,
 }
 
 /// A tab of a [`Browser`], closed on drop.
 pub struct Page<'a> {
-    browser: &'a Browser,
-    target: String,
-    session: String,
+    _browser: &'a Browser,
+    tab: Arc<Tab>,
+    /// The page's events that matter here, as `{method, params}` JSON.
+    events: Arc<Mutex<Vec<Value>>>,
+    listener: Weak<dyn EventListener<Event> + Send + Sync>,
 }
 
 impl Browser {
-    /// Starts chromium (`$CHROMIUM` or `/usr/bin/chromium`) on a fresh profile
-    /// and connects to its DevTools websocket; panics when it cannot.
+    /// Starts chromium (`$CHROMIUM`, or `chromium` on PATH) on a fresh
+    /// profile and connects to it; panics when it cannot.
     pub fn start() -> Browser {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let bin = std::env::var_os("CHROMIUM").unwrap_or_else(|| "/usr/bin/chromium".into());
+        let bin = std::env::var_os("CHROMIUM").unwrap_or_else(|| "chromium".into());
         let n = N.fetch_add(1, Ordering::Relaxed);
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("chromium-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let profile = dir.join("profile");
         fs::create_dir_all(&profile).expect("create the chromium profile dir");
-        let log = File::create(dir.join("stderr.log")).expect("create chromium's stderr.log");
-        let child = Command::new(&bin)
-            .args(["--headless", "--no-sandbox", "--disable-gpu"])
-            .args(["--disable-background-networking", "--no-first-run"])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .arg("--remote-debugging-port=0")
-            .arg(format!("--window-size={},{}", VIEWPORT.0, VIEWPORT.1))
-            .arg("about:blank")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| {
-                let _ = fs::remove_dir_all(&dir);
-                panic!(
-                    "cannot start {bin:?} (install Debian's chromium package, or set CHROMIUM): {e}"
-                )
-            });
-        // Owned before the wait so that a failure below still cleans up.
-        let mut process = Chromium {
-            child,
-            dir,
-            grace: Duration::ZERO,
+        // Chromium refuses its sandbox to root; anyone else keeps it.
+        let root = fs::metadata("/proc/self").map_or(true, |m| m.uid() == 0);
+        let options = LaunchOptions {
+            path: Some(bin.clone().into()),
+            user_data_dir: Some(profile),
+            sandbox: !root,
+            window_size: Some(VIEWPORT),
+            // Chromium picks a free port and prints it: no race for one.
+            port: Some(0),
+            // Both the longest wait for one answer and how long the
+            // connection may be quiet between two uses.
+            idle_browser_timeout: Duration::from_secs(120),
+            ..LaunchOptions::default()
         };
-        let (port, path) = process.devtools_endpoint();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let stream = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect to DevTools");
-        stream
-            .set_read_timeout(Some(TIMEOUT))
-            .expect("set read timeout");
-        stream
-            .set_write_timeout(Some(TIMEOUT))
-            .expect("set write timeout");
-        let url = format!("ws://127.0.0.1:{port}{path}");
-        let (ws, _) = tungstenite::client(url.as_str(), stream)
-            .unwrap_or_else(|e| panic!("websocket handshake with {url}: {e}"));
-        // Short reads from here on: each call loops up to its own deadline.
-        ws.get_ref()
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .expect("set read timeout");
-        let conn = RefCell::new(Conn {
-            ws,
-            next_id: 0,
-            events: Vec::new(),
+        let mut browser = Browser { inner: None, dir };
+        // The crate's threads start here and keep this thread's signal mask.
+        let inner = without_profiler_signals(|| headless_chrome::Browser::new(options));
+        let inner = inner.unwrap_or_else(|e| {
+            panic!(
+                "cannot start {bin:?} (install Debian's chromium package, or set CHROMIUM): {e:#}"
+            )
         });
-        Browser { conn, process }
+        inner.set_default_timeout(TIMEOUT);
+        browser.inner = Some(inner);
+        browser
     }
 
     /// The profile directory (`--user-data-dir`), removed on drop.
     pub fn user_data_dir(&self) -> PathBuf {
-        self.process.dir.join("profile")
+        self.dir.join("profile")
     }
 
     /// Opens `url` in a new tab and waits for its load event.
     pub fn open(&self, url: &str) -> Page<'_> {
-        let blank = json!({ "url": "about:blank" });
-        let target = self.call(None, "Target.createTarget", blank)["targetId"].clone();
-        let attach = json!({ "targetId": target, "flatten": true });
-        let session = self.call(None, "Target.attachToTarget", attach)["sessionId"].clone();
-        let page = Page {
-            browser: self,
-            target: target.as_str().expect("targetId").to_owned(),
-            session: session.as_str().expect("sessionId").to_owned(),
+        let inner = self.inner.as_ref().expect("browser running");
+        let tab = inner
+            .new_tab()
+            .unwrap_or_else(|e| panic!("open a tab: {e:#}"));
+        tab.set_default_timeout(TIMEOUT);
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&events);
+        let record = move |event: &Event| {
+            if let Some(v) = recorded(event) {
+                sink.lock().expect("events lock").push(v);
+            }
         };
-        for domain in ["Page.enable", "Runtime.enable", "Log.enable"] {
-            page.call(domain, json!({}));
-        }
-        page.call("Page.setLifecycleEventsEnabled", json!({ "enabled": true }));
+        let listener = tab
+            .add_event_listener(Arc::new(record))
+            .unwrap_or_else(|e| panic!("listen to the tab: {e:#}"));
+        let page = Page {
+            _browser: self,
+            tab,
+            events,
+            listener,
+        };
+        let tab = &page.tab;
+        let enabled = tab.enable_runtime().and_then(|t| t.enable_log());
+        enabled.unwrap_or_else(|e| panic!("DevTools Runtime/Log.enable: {e:#}"));
         // Headless windows keep room for browser chrome: pin the viewport.
         let (width, height) = VIEWPORT;
-        let metrics =
-            json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": false });
-        page.call("Emulation.setDeviceMetricsOverride", metrics);
-        let tree = page.call("Page.getFrameTree", json!({}));
-        let blank = tree["frameTree"]["frame"].clone();
-        let nav = page.call("Page.navigate", json!({ "url": url }));
-        if let Some(err) = nav["errorText"].as_str() {
-            let why = match err {
+        page.call(Emulation::SetDeviceMetricsOverride {
+            width,
+            height,
+            device_scale_factor: 1.0,
+            mobile: false,
+            scale: None,
+            screen_width: None,
+            screen_height: None,
+            position_x: None,
+            position_y: None,
+            dont_set_visible_size: None,
+            screen_orientation: None,
+            viewport: None,
+            display_feature: None,
+            device_posture: None,
+        });
+        let blank = page.call(Cdp::GetFrameTree(None)).frame_tree.frame;
+        let nav = page.call(Cdp::Navigate {
+            url: url.to_owned(),
+            referrer: None,
+            transition_Type: None,
+            frame_id: None,
+            referrer_policy: None,
+        });
+        if let Some(err) = nav.error_text {
+            let why = match err.as_str() {
                 "net::ERR_HTTP_RESPONSE_CODE_FAILURE" => " (an HTTP error status with no body)",
                 _ => "",
             };
@@ -157,101 +155,22 @@ impl Browser {
             let p = &m["params"];
             m["method"] == "Page.lifecycleEvent"
                 && p["name"] == "load"
-                && p["frameId"] == blank["id"]
-                && p["loaderId"] != blank["loaderId"]
+                && p["frameId"] == blank.id.as_str()
+                && p["loaderId"] != blank.loader_id.as_str()
         };
-        let loaded = self
-            .conn
-            .borrow_mut()
-            .wait_event(&page.session, load, TIMEOUT);
-        if let Err(e) = loaded {
+        if let Err(e) = page.wait_event(load, TIMEOUT) {
             panic!("{url} did not finish loading: {e}");
         }
         page
-    }
-
-    /// Sends `method` (to a page when `session` is given) and returns its
-    /// result; panics on a protocol error or after [`TIMEOUT`].
-    fn call(&self, session: Option<&str>, method: &str, params: Value) -> Value {
-        self.try_call(session, method, params, TIMEOUT)
-            .unwrap_or_else(|e| panic!("DevTools {method}: {e}"))
-    }
-
-    fn try_call(
-        &self,
-        session: Option<&str>,
-        method: &str,
-        params: Value,
-        timeout: Duration,
-    ) -> Result<Value, String> {
-        self.conn
-            .borrow_mut()
-            .call(session, method, params, timeout)
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let close = self.try_call(None, "Browser.close", json!({}), Duration::from_secs(5));
-        if close.is_ok() {
-            self.process.grace = Duration::from_secs(5);
-        }
-    }
-}
-
-impl Chromium {
-    /// Waits for the `DevToolsActivePort` file chromium writes into its
-    /// profile: the port on line one, the browser target's path on line two.
-    fn devtools_endpoint(&mut self) -> (u16, String) {
-        let file = self.dir.join("profile/DevToolsActivePort");
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let text = fs::read_to_string(&file).unwrap_or_default();
-            if let [port, path] = text.lines().collect::<Vec<_>>()[..]
-                && let Ok(port) = port.parse()
-            {
-                return (port, path.to_owned());
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "chromium exited with {status} before DevTools was up (install Debian's chromium package){}",
-                    self.stderr_tail()
-                );
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "chromium did not open DevTools within {TIMEOUT:?}{}",
-                    self.stderr_tail()
-                );
-            }
-            std::thread::sleep(POLL);
-        }
-    }
-
-    /// The last lines chromium printed, for panic messages.
-    fn stderr_tail(&self) -> String {
-        let log = fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        format!(
-            "; chromium's stderr ends:\n{}",
-            lines[lines.len().saturating_sub(20)..].join("\n")
-        )
-    }
-}
-
-impl Drop for Chromium {
-    fn drop(&mut self) {
-        let deadline = Instant::now() + self.grace;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(POLL);
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // headless_chrome asks chromium to close, then kills and reaps it.
+        drop(self.inner.take());
         // Helpers may still be writing into the profile for a moment.
-        for _ in 0..20 {
+        for _ in 0..100 {
             if fs::remove_dir_all(&self.dir).is_ok() || !self.dir.exists() {
                 break;
             }
@@ -260,116 +179,120 @@ impl Drop for Chromium {
     }
 }
 
-impl Conn {
-    fn call(
-        &mut self,
-        session: Option<&str>,
-        method: &str,
-        params: Value,
-        timeout: Duration,
-    ) -> Result<Value, String> {
-        self.next_id += 1;
-        let id = self.next_id;
-        let mut msg = json!({ "id": id, "method": method, "params": params });
-        if let Some(s) = session {
-            msg["sessionId"] = json!(s);
+/// Runs `f` with SIGPROF and SIGURG blocked in this thread, so that threads
+/// it starts never take them. The agent under test signals threads (its CPU
+/// sampler, its thread dumps), and headless_chrome takes the EINTR such a
+/// signal gives its socket read for a lost connection.
+fn without_profiler_signals<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: `sigset_t` is plain data that `sigemptyset` initialises before
+    // any other use; `pthread_sigmask` only changes this thread's mask, and
+    // `old` receives the previous one, restored below.
+    let old = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPROF);
+        libc::sigaddset(&mut set, libc::SIGURG);
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        old
+    };
+    let out = f();
+    // SAFETY: restores the mask saved above, a valid set.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    out
+}
+
+/// The `{method, params}` JSON of an event [`Page`] keeps, `None` for others.
+fn recorded(event: &Event) -> Option<Value> {
+    let (method, params) = match event {
+        Event::PageLifecycleEvent(e) => ("Page.lifecycleEvent", serde_json::to_value(&e.params)),
+        Event::RuntimeConsoleAPICalled(e) => {
+            ("Runtime.consoleAPICalled", serde_json::to_value(&e.params))
         }
-        self.ws
-            .send(Message::text(msg.to_string()))
-            .map_err(|e| format!("send: {e}"))?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            let msg = self.next(session, deadline)?;
-            if msg["id"] == id {
-                return match msg.get("error") {
-                    Some(err) => Err(err.to_string()),
-                    None => Ok(msg["result"].clone()),
-                };
-            }
-            self.buffer(msg);
+        Event::RuntimeExceptionThrown(e) => {
+            ("Runtime.exceptionThrown", serde_json::to_value(&e.params))
         }
+        Event::LogEntryAdded(e) => ("Log.entryAdded", serde_json::to_value(&e.params)),
+        Event::InspectorTargetCrashed(_) => ("Inspector.targetCrashed", Ok(json!({}))),
+        _ => return None,
+    };
+    Some(json!({ "method": method, "params": params.ok()? }))
+}
+
+impl Page<'_> {
+    /// Calls a DevTools method on this page; panics on an error or timeout.
+    fn call<C>(&self, method: C) -> C::ReturnObject
+    where
+        C: headless_chrome::protocol::cdp::types::Method + serde::Serialize + std::fmt::Debug,
+    {
+        let name = format!("{method:?}");
+        self.tab
+            .call_method(method)
+            .unwrap_or_else(|e| panic!("DevTools {name}: {e:#}"))
     }
 
-    /// Keeps a page's event for `wait_event` and `Page::errors`.
-    fn buffer(&mut self, msg: Value) {
-        if msg.get("method").is_some() && msg.get("sessionId").is_some() {
-            self.events.push(msg);
-        }
-    }
-
-    /// Takes the first buffered or arriving event of `session` that `wanted`.
+    /// Waits for the first recorded event that is `wanted`; fails early when
+    /// the page crashed, since nothing will come any more.
     fn wait_event(
-        &mut self,
-        session: &str,
+        &self,
         wanted: impl Fn(&Value) -> bool,
         timeout: Duration,
     ) -> Result<Value, String> {
         let deadline = Instant::now() + timeout;
-        let matches = |m: &Value| m["sessionId"] == session && wanted(m);
         loop {
-            if let Some(i) = self.events.iter().position(matches) {
-                return Ok(self.events.remove(i));
-            }
-            let msg = self.next(Some(session), deadline)?;
-            self.buffer(msg);
-        }
-    }
-
-    /// Reads the next message until `deadline`; fails early when the page of
-    /// `session` goes away, since nothing for it will come any more.
-    fn next(&mut self, session: Option<&str>, deadline: Instant) -> Result<Value, String> {
-        loop {
-            if Instant::now() > deadline {
-                return Err("timed out waiting for chromium".into());
-            }
-            let text = match self.ws.read() {
-                Ok(Message::Text(t)) => t,
-                Ok(_) => continue,
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    continue;
-                }
-                Err(e) => return Err(format!("websocket: {e}")),
-            };
-            let msg: Value =
-                serde_json::from_str(&text).map_err(|e| format!("bad JSON from chromium: {e}"))?;
-            let gone = ["Target.detachedFromTarget", "Inspector.targetCrashed"];
-            let ended = gone.iter().any(|m| msg["method"] == *m);
-            if ended
-                && session.is_some_and(|s| msg["sessionId"] == s || msg["params"]["sessionId"] == s)
             {
-                return Err(format!("the page went away: {msg}"));
+                let events = self.events.lock().expect("events lock");
+                if let Some(m) = events.iter().find(|m| wanted(m)) {
+                    return Ok(m.clone());
+                }
+                if events
+                    .iter()
+                    .any(|m| m["method"] == "Inspector.targetCrashed")
+                {
+                    return Err("the page crashed".into());
+                }
             }
-            return Ok(msg);
+            if Instant::now() > deadline {
+                return Err(format!("timed out after {timeout:?} waiting for chromium"));
+            }
+            std::thread::sleep(POLL);
         }
-    }
-}
-
-impl Page<'_> {
-    fn call(&self, method: &str, params: Value) -> Value {
-        self.browser.call(Some(&self.session), method, params)
     }
 
     /// Evaluates `js` (awaiting a promise) and returns its JSON value, `null`
     /// for `undefined`; panics with the exception's text when it throws.
     pub fn eval(&self, js: &str) -> Value {
-        self.try_eval(js, TIMEOUT)
+        self.try_eval(js)
             .unwrap_or_else(|e| panic!("eval of `{js}` failed: {e}"))
     }
 
-    fn try_eval(&self, js: &str, timeout: Duration) -> Result<Value, String> {
-        let params = json!({ "expression": js, "returnByValue": true, "awaitPromise": true });
+    fn try_eval(&self, js: &str) -> Result<Value, String> {
         let r = self
-            .browser
-            .try_call(Some(&self.session), "Runtime.evaluate", params, timeout)?;
-        if let Some(details) = r.get("exceptionDetails") {
-            return Err(exception_text(details));
+            .tab
+            .call_method(Runtime::Evaluate {
+                expression: js.to_owned(),
+                return_by_value: Some(true),
+                await_promise: Some(true),
+                object_group: None,
+                include_command_line_api: None,
+                silent: None,
+                context_id: None,
+                generate_preview: None,
+                user_gesture: None,
+                throw_on_side_effect: None,
+                timeout: None,
+                disable_breaks: None,
+                repl_mode: None,
+                allow_unsafe_eval_blocked_by_csp: None,
+                unique_context_id: None,
+                serialization_options: None,
+            })
+            .map_err(|e| format!("DevTools: {e:#}"))?;
+        if let Some(details) = r.exception_details {
+            let text = details.exception.and_then(|e| e.description);
+            return Err(text.unwrap_or(details.text));
         }
-        Ok(r["result"].get("value").cloned().unwrap_or(Value::Null))
+        Ok(r.result.value.unwrap_or(Value::Null))
     }
 
     /// Evaluates `js` inside the same-origin iframe matching `frame_selector`.
@@ -389,14 +312,13 @@ impl Page<'_> {
         let deadline = Instant::now() + timeout;
         let mut last;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now()) + POLL;
-            match self.try_eval(js, left) {
+            match self.try_eval(js) {
                 Ok(v) if truthy(&v) => return v,
                 Ok(v) => last = format!("last value {v}"),
                 Err(e) => last = format!("last error {e}"),
             }
             if Instant::now() > deadline {
-                let at = self.try_eval("[document.title, location.href]", Duration::from_secs(5));
+                let at = self.try_eval("[document.title, location.href]");
                 panic!(
                     "timed out after {timeout:?} waiting for {what} (`{js}`, {last}); page [title, url]: {at:?}"
                 );
@@ -408,8 +330,10 @@ impl Page<'_> {
     /// Writes a PNG screenshot of the viewport to `path`, creating its
     /// parent directories, and returns its size in bytes.
     pub fn screenshot(&self, path: &Path) -> usize {
-        let r = self.call("Page.captureScreenshot", json!({ "format": "png" }));
-        let png = base64_decode(r["data"].as_str().expect("screenshot data"));
+        let png = self
+            .tab
+            .capture_screenshot(Cdp::CaptureScreenshotFormatOption::Png, None, None, true)
+            .unwrap_or_else(|e| panic!("screenshot: {e:#}"));
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
         }
@@ -421,66 +345,65 @@ impl Page<'_> {
     /// errors (such as failed loads, except `/favicon.ico`) the page has
     /// produced so far.
     pub fn errors(&self) -> Vec<String> {
-        // A round trip pulls in the events chromium sent before it.
-        self.eval("0");
-        let conn = self.browser.conn.borrow();
-        let mine = conn
-            .events
+        // Events reach the record on a thread of their own: a marker logged
+        // now and seen there means everything before it was recorded too.
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let mark = format!("leakscope-sync-{}", N.fetch_add(1, Ordering::Relaxed));
+        self.eval(&format!("console.debug({})", json!(mark)));
+        let seen = |m: &Value| {
+            m["method"] == "Runtime.consoleAPICalled" && m["params"]["args"][0]["value"] == mark
+        };
+        if let Err(e) = self.wait_event(seen, TIMEOUT) {
+            panic!("collecting the page's errors: {e}");
+        }
+        let events = self.events.lock().expect("events lock");
+        events
             .iter()
-            .filter(|m| m["sessionId"] == self.session.as_str());
-        mine.filter_map(|m| {
-            let p = &m["params"];
-            match m["method"].as_str()? {
-                "Runtime.consoleAPICalled" => {
-                    let kind = p["type"].as_str()?;
-                    if !matches!(kind, "error" | "warning" | "assert") {
-                        return None;
+            .filter_map(|m| {
+                let p = &m["params"];
+                match m["method"].as_str()? {
+                    "Runtime.consoleAPICalled" => {
+                        let kind = p["type"].as_str()?;
+                        if !matches!(kind, "error" | "warning" | "assert") {
+                            return None;
+                        }
+                        let args = p["args"].as_array()?.iter().map(|a| match &a["value"] {
+                            Value::String(s) => s.clone(),
+                            Value::Null => {
+                                a["description"].as_str().unwrap_or("undefined").to_owned()
+                            }
+                            v => v.to_string(),
+                        });
+                        Some(format!(
+                            "console.{kind}: {}",
+                            args.collect::<Vec<_>>().join(" ")
+                        ))
                     }
-                    let args = p["args"].as_array()?.iter().map(|a| match &a["value"] {
-                        Value::String(s) => s.clone(),
-                        Value::Null => a["description"].as_str().unwrap_or("undefined").to_owned(),
-                        v => v.to_string(),
-                    });
-                    Some(format!(
-                        "console.{kind}: {}",
-                        args.collect::<Vec<_>>().join(" ")
-                    ))
+                    "Runtime.exceptionThrown" => {
+                        let d = &p["exceptionDetails"];
+                        let text = d["exception"]["description"].as_str();
+                        let text = text.or(d["text"].as_str()).unwrap_or("exception");
+                        Some(format!("uncaught: {text}"))
+                    }
+                    "Log.entryAdded" if p["entry"]["level"] == "error" => {
+                        let (text, url) =
+                            (p["entry"]["text"].as_str()?, p["entry"]["url"].as_str());
+                        let url = url.unwrap_or("");
+                        // Chromium asks every server for one; it is no page's error.
+                        (!url.ends_with("/favicon.ico")).then(|| format!("log: {text} ({url})"))
+                    }
+                    _ => None,
                 }
-                "Runtime.exceptionThrown" => Some(format!(
-                    "uncaught: {}",
-                    exception_text(&p["exceptionDetails"])
-                )),
-                "Log.entryAdded" if p["entry"]["level"] == "error" => {
-                    let (text, url) = (p["entry"]["text"].as_str()?, p["entry"]["url"].as_str());
-                    let url = url.unwrap_or("");
-                    // Chromium asks every server for one; it is no page's error.
-                    (!url.ends_with("/favicon.ico")).then(|| format!("log: {text} ({url})"))
-                }
-                _ => None,
-            }
-        })
-        .collect()
+            })
+            .collect()
     }
 }
 
 impl Drop for Page<'_> {
     fn drop(&mut self) {
-        let params = json!({ "targetId": self.target });
-        let _ = self
-            .browser
-            .try_call(None, "Target.closeTarget", params, Duration::from_secs(5));
-        let mut conn = self.browser.conn.borrow_mut();
-        conn.events
-            .retain(|m| m["sessionId"] != self.session.as_str());
+        let _ = self.tab.remove_event_listener(&self.listener);
+        let _ = self.tab.close_target();
     }
-}
-
-/// The message (with stack) of a `Runtime.ExceptionDetails`.
-fn exception_text(details: &Value) -> String {
-    let text = details["exception"]["description"].as_str();
-    text.or(details["text"].as_str())
-        .unwrap_or("exception")
-        .to_owned()
 }
 
 /// JavaScript truthiness of a JSON value.
@@ -492,27 +415,4 @@ fn truthy(v: &Value) -> bool {
         Value::String(s) => !s.is_empty(),
         Value::Array(_) | Value::Object(_) => true,
     }
-}
-
-/// Decodes standard base64 (as DevTools sends binary data); panics on junk.
-fn base64_decode(text: &str) -> Vec<u8> {
-    let sextet = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        b'/' => 63,
-        _ => panic!("bad base64 byte {c:#04x}"),
-    };
-    let digits = text.trim_end_matches('=').as_bytes();
-    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
-    for chunk in digits.chunks(4) {
-        let mut acc = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            acc |= u32::from(sextet(c)) << (18 - 6 * i);
-        }
-        let bytes = acc.to_be_bytes();
-        out.extend_from_slice(&bytes[1..chunk.len()]);
-    }
-    out
 }
