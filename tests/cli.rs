@@ -159,3 +159,23 @@ fn readme_gives_both_commands() {
         ".ci/run reads the README's test command"
     );
 }
+
+/// The README's service example is `examples/readme_service.rs` exactly, so
+/// what a newcomer copies is what `cargo test` compiles.
+#[test]
+fn readme_example_is_the_compiled_one() {
+    let readme = include_str!("../README.md");
+    let start = "<!-- example: examples/readme_service.rs -->\n```rust\n";
+    let a = readme
+        .find(start)
+        .expect("the example's marker in README.md")
+        + start.len();
+    let b = a + readme[a..]
+        .find("```\n<!-- /example -->")
+        .expect("the example's end marker");
+    assert_eq!(
+        &readme[a..b],
+        include_str!("../examples/readme_service.rs"),
+        "README.md's service example and examples/readme_service.rs differ"
+    );
+}
