@@ -23,6 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use leakscope_agent::collect::fds;
+use leakscope_agent::resource::procfs::parse_stat;
 use leakscope_agent::resource::{ListOptions, SampleOptions, Target, group_fds, list_fds, sample};
 
 fn mean_us(opts: &SampleOptions, n: u32) -> f64 {
@@ -75,6 +76,7 @@ fn self_process() {
         let us = t.elapsed().as_secs_f64() * 1e6 / 50.0;
         println!("  read {path}: mean {us:.1} us");
     }
+    limits_parse(pid);
     println!("count-only:   mean {count_only:.1} us/sample (1000 samples)");
     println!("fd_breakdown: mean {breakdown:.1} us/sample (1000 samples)");
     println!("everything:   mean {all:.1} us/sample (200 samples)");
@@ -309,6 +311,36 @@ fn bench_child(label: &str, big: &Big, want_threads: u32, want_fds: u32) {
     let leader_path = format!("/proc/{pid}/task/{pid}/stat");
     let (l_mean, l_med) = mean_median(time_each(2000, || std::fs::read(&leader_path).unwrap()));
     let (k_mean, k_med) = mean_median(time_each(2000, || process_clock_seconds(pid)));
+    // The same readings through procfs, for docs/decisions.md.
+    let (pp_mean, pp_med) = mean_median(time_each(2000, || {
+        procfs::process::Process::new(pid as i32)
+            .unwrap()
+            .stat()
+            .unwrap()
+    }));
+    let (pl_mean, pl_med) = mean_median(time_each(2000, || {
+        procfs::process::Process::new(pid as i32)
+            .unwrap()
+            .task_from_tid(pid as i32)
+            .unwrap()
+            .stat()
+            .unwrap()
+    }));
+    let (ol_mean, ol_med) = mean_median(time_each(2000, || read_parse_leader_stat(&leader_path)));
+    let leader_text = std::fs::read(&leader_path).unwrap();
+    let (pparse_mean, pparse_med) = mean_median(time_each(2000, || {
+        use procfs::FromRead;
+        procfs::process::Stat::from_read(&leader_text[..]).unwrap()
+    }));
+    let (oparse_mean, oparse_med) = mean_median(time_each(2000, || {
+        parse_stat(std::str::from_utf8(&leader_text).unwrap()).unwrap()
+    }));
+    let (pf_mean, pf_med) = mean_median(time_each(2000, || {
+        procfs::process::Process::new(pid as i32)
+            .unwrap()
+            .fd_count()
+            .unwrap()
+    }));
     let (r_mean, r_med) = mean_median(time_each(50, || {
         std::fs::read_dir(&fd_dir)
             .unwrap()
@@ -327,6 +359,12 @@ fn bench_child(label: &str, big: &Big, want_threads: u32, want_fds: u32) {
         ("read /proc/PID/stat (2000)", s_mean, s_med),
         ("read /proc/PID/task/PID/stat (2000)", l_mean, l_med),
         ("process CPU clock_gettime (2000)", k_mean, k_med),
+        ("ours: 1 read + parse_stat, leader", ol_mean, ol_med),
+        ("procfs: Process::stat() (2000)", pp_mean, pp_med),
+        ("procfs: leader Task::stat() (2000)", pl_mean, pl_med),
+        ("parse only: parse_stat (2000)", oparse_mean, oparse_med),
+        ("parse only: procfs Stat (2000)", pparse_mean, pparse_med),
+        ("procfs: Process::fd_count() (2000)", pf_mean, pf_med),
     ] {
         println!(
             "  {name:<36} {mean:>10.2} {med:>10.2} {:>14.3}",
@@ -437,6 +475,36 @@ fn many_processes() {
 }
 
 /// CPU seconds of `pid` from its process CPU clock, as the sampler reads it.
+/// Parsing `/proc/PID/limits`: procfs (which the sampler uses) next to a
+/// scan for the one line it needs.
+fn limits_parse(pid: u32) {
+    let text = std::fs::read(format!("/proc/{pid}/limits")).unwrap();
+    let (p_mean, _) = mean_median(time_each(2000, || {
+        use procfs::FromRead;
+        procfs::process::Limits::from_read(&text[..]).unwrap()
+    }));
+    let (s_mean, _) = mean_median(time_each(2000, || {
+        std::str::from_utf8(&text)
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| l[14..].split_ascii_whitespace().next())
+            .map(str::len)
+    }));
+    println!("  parse limits: procfs {p_mean:.2} us, line scan {s_mean:.2} us");
+}
+
+/// What the sampler does for the leader's `stat`: one `read` into a stack
+/// buffer, then the hand-written parser.
+fn read_parse_leader_stat(path: &str) -> u64 {
+    use std::io::Read;
+    let mut buf = [0u8; 1024];
+    let n = std::fs::File::open(path).unwrap().read(&mut buf).unwrap();
+    parse_stat(std::str::from_utf8(&buf[..n]).unwrap())
+        .unwrap()
+        .num_threads
+}
+
 fn process_clock_seconds(pid: u32) -> f64 {
     let mut clock: libc::clockid_t = 0;
     let mut ts = libc::timespec {

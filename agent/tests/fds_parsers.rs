@@ -29,8 +29,8 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 /// (local, peer, state, inode) of each row.
-fn rows(text: &str) -> Vec<(SocketAddr, SocketAddr, u8, u64)> {
-    parse_inet_table(text)
+fn rows(proto: InetProto, text: &str) -> Vec<(SocketAddr, SocketAddr, u8, u64)> {
+    parse_inet_table(proto, text)
         .unwrap()
         .iter()
         .map(|s| (s.local, s.peer, s.state_code, s.inode))
@@ -40,7 +40,7 @@ fn rows(text: &str) -> Vec<(SocketAddr, SocketAddr, u8, u64)> {
 #[test]
 fn ipv4_addresses() {
     assert_eq!(
-        rows(TCP),
+        rows(InetProto::Tcp, TCP),
         vec![
             (addr("127.0.0.1:35883"), addr("0.0.0.0:0"), 0x0A, 28699),
             (
@@ -64,7 +64,7 @@ fn ipv4_addresses() {
         ]
     );
     assert_eq!(
-        rows(UDP),
+        rows(InetProto::Udp, UDP),
         vec![
             (addr("127.0.0.1:40496"), addr("0.0.0.0:0"), 0x07, 28711),
             (addr("127.0.0.1:57411"), addr("127.0.0.1:53"), 0x01, 28712),
@@ -75,7 +75,7 @@ fn ipv4_addresses() {
 #[test]
 fn ipv6_addresses_with_mapped_ipv4_shown_as_ipv4() {
     assert_eq!(
-        rows(TCP6),
+        rows(InetProto::Tcp6, TCP6),
         vec![
             (addr("[::]:43629"), addr("[::]:0"), 0x0A, 28702),
             (
@@ -102,10 +102,10 @@ fn ipv6_addresses_with_mapped_ipv4_shown_as_ipv4() {
         ]
     );
     assert_eq!(
-        rows(UDP6),
+        rows(InetProto::Udp6, UDP6),
         vec![(addr("[::1]:38509"), addr("[::]:0"), 0x07, 28713)]
     );
-    let s = parse_inet_table(TCP6).unwrap();
+    let s = parse_inet_table(InetProto::Tcp6, TCP6).unwrap();
     assert_eq!(s[1].local.to_string(), "127.0.0.1:43629");
     assert_eq!(s[5].local.to_string(), "[fd00::2]:56280");
     assert!(!s[0].is_connected());
@@ -114,14 +114,13 @@ fn ipv6_addresses_with_mapped_ipv4_shown_as_ipv4() {
 
 #[test]
 fn address_errors() {
-    assert!(parse_inet_address("0100007F").is_err(), "no port");
-    assert!(parse_inet_address("0100007:1F90").is_err(), "7 digits");
-    assert!(parse_inet_address("0100007G:1F90").is_err(), "not hex");
-    assert!(
-        parse_inet_address("0100007F:1F9000").is_err(),
-        "port too big"
-    );
-    assert!(parse_inet_table(&TCP.replace("0100007F:8C2B", "zz:8C2B")).is_err());
+    let bad = |addr: &str| parse_inet_table(InetProto::Tcp, TCP.replace("0100007F:8C2B", addr));
+    assert!(bad("0100007F:8C2B").is_ok(), "the row as captured");
+    assert!(bad("0100007F").is_err(), "no port");
+    assert!(bad("0100007:8C2B").is_err(), "7 digits");
+    assert!(bad("0100007G:8C2B").is_err(), "not hex");
+    assert!(bad("0100007F:8C2B00").is_err(), "port too big");
+    assert!(bad("zz:8C2B").is_err());
 }
 
 #[test]
@@ -168,7 +167,7 @@ fn captured_fds() -> Vec<OpenFd> {
         (InetProto::Udp, UDP),
         (InetProto::Udp6, UDP6),
     ] {
-        for s in parse_inet_table(text).unwrap() {
+        for s in parse_inet_table(proto, text).unwrap() {
             sockets.insert(s.inode, SocketEntry::Inet(proto, s));
         }
     }

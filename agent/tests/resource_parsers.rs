@@ -6,7 +6,6 @@ use leakscope_agent::resource::procfs::*;
 const STAT: &str = include_str!("data/resource/stat.txt");
 const LIMITS: &str = include_str!("data/resource/limits.txt");
 const LIMITS_UNLIMITED: &str = include_str!("data/resource/limits_unlimited.txt");
-const PROC_STAT: &str = include_str!("data/resource/proc_stat.txt");
 const NET_TCP: &str = include_str!("data/resource/net_tcp.txt");
 const NET_TCP6: &str = include_str!("data/resource/net_tcp6.txt");
 const NET_UNIX: &str = include_str!("data/resource/net_unix.txt");
@@ -60,14 +59,8 @@ fn limits_max_open_files() {
 }
 
 #[test]
-fn btime() {
-    assert_eq!(parse_btime(PROC_STAT), Ok(1700000123));
-    assert!(parse_btime("cpu 1 2 3\n").is_err());
-}
-
-#[test]
 fn tcp_tables() {
-    let v4 = parse_inet_table(NET_TCP).unwrap();
+    let v4 = parse_inet_table(InetProto::Tcp, NET_TCP).unwrap();
     let got: Vec<(u64, Option<TcpState>)> = v4.iter().map(|s| (s.inode, s.tcp_state())).collect();
     assert_eq!(
         got,
@@ -80,7 +73,7 @@ fn tcp_tables() {
             (51005, Some(TcpState::SynSent)),
         ]
     );
-    let v6 = parse_inet_table(NET_TCP6).unwrap();
+    let v6 = parse_inet_table(InetProto::Tcp6, NET_TCP6).unwrap();
     let got: Vec<(u64, Option<TcpState>)> = v6.iter().map(|s| (s.inode, s.tcp_state())).collect();
     assert_eq!(
         got,
@@ -91,8 +84,11 @@ fn tcp_tables() {
             (62004, Some(TcpState::Closing)),
         ]
     );
-    assert!(parse_inet_table("header\n 0: a b 0A\n").is_err());
-    assert_eq!(parse_inet_table("header only\n"), Ok(vec![]));
+    assert!(parse_inet_table(InetProto::Tcp, "header\n 0: a b 0A\n").is_err());
+    assert_eq!(
+        parse_inet_table(InetProto::Tcp, "header only\n"),
+        Ok(vec![])
+    );
 }
 
 #[test]

@@ -17,9 +17,8 @@ use std::time::SystemTime;
 
 use super::procfs::{
     FdTarget, InetProto, InetSocket, SocketEntry, UnixSocket, UnixType, classify_fd_target,
-    parse_max_open_files,
 };
-use super::{Target, io_error, parse_error, read_text, tcp, vanished};
+use super::{Target, io_error, max_open_files, tcp, vanished};
 use crate::error::Error;
 
 /// Most fds [`list_fds`] reads by default (`readlink` each, about a
@@ -370,9 +369,7 @@ pub fn list_fds(target: Target, opts: &ListOptions) -> Result<FdListing, Error> 
         .map(|(fd, link)| describe_fd(*fd, link, &sockets))
         .collect();
 
-    let limits_path = dir.join("limits");
-    let fd_limit = parse_max_open_files(&read_text(pid, &limits_path)?)
-        .map_err(|m| parse_error(&limits_path, m))?;
+    let fd_limit = max_open_files(pid, &dir)?;
     Ok(FdListing {
         pid,
         time,

@@ -308,10 +308,6 @@ pub(crate) fn parse_error(path: &Path, message: String) -> Error {
     }
 }
 
-pub(crate) fn read_text(pid: u32, path: &Path) -> Result<String, Error> {
-    fs::read_to_string(path).map_err(|e| io_error(pid, path, e))
-}
-
 fn clock_ticks_per_second() -> u64 {
     static TICKS: OnceLock<u64> = OnceLock::new();
     *TICKS.get_or_init(|| {
@@ -331,30 +327,101 @@ fn page_size() -> u64 {
     })
 }
 
+/// Most bytes read of `/proc/stat` (a line per CPU, and an `intr` line
+/// whose length grows with the number of interrupts).
+const MAX_PROC_STAT: u64 = 1 << 20;
+/// Most bytes read of `/proc/PID/limits` (about 1.6 KiB in practice).
+const MAX_LIMITS: u64 = 16 << 10;
+
+/// What procfs needs to know about this machine to parse some files: the
+/// byte order of the socket tables' addresses. Boot time, ticks and page
+/// size are filled in for completeness; nothing parsed here reads them.
+pub(crate) fn system_info() -> ::procfs::ExplicitSystemInfo {
+    ::procfs::ExplicitSystemInfo {
+        boot_time_secs: 0,
+        ticks_per_second: clock_ticks_per_second(),
+        page_size: page_size(),
+        is_little_endian: cfg!(target_endian = "little"),
+    }
+}
+
+/// Reads at most `max` bytes of a `/proc` file; a longer file is an error
+/// (procfs itself reads files whole, so every read of /proc text that
+/// procfs parses goes through here first).
+pub(crate) fn read_bounded(pid: u32, path: &Path, max: u64) -> Result<Vec<u8>, Error> {
+    use std::io::Read;
+    let file = fs::File::open(path).map_err(|e| io_error(pid, path, e))?;
+    // Room for a small file up front: an empty Vec makes `read_to_end` probe
+    // with short reads, and each read of a /proc file is a syscall that
+    // formats the text again.
+    let mut bytes = Vec::with_capacity(max.saturating_add(1).min(16 << 10) as usize);
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| io_error(pid, path, e))?;
+    if bytes.len() as u64 > max {
+        return Err(parse_error(
+            path,
+            format!("larger than the {max} bytes leakscope reads of it"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Maps a procfs error on `path` of process `pid` like [`io_error`] does.
+pub(crate) fn proc_error(pid: u32, path: &Path, err: ::procfs::ProcError) -> Error {
+    match err {
+        ::procfs::ProcError::NotFound(_) => Error::ProcessGone { pid },
+        ::procfs::ProcError::PermissionDenied(_) => Error::ProcessNoAccess {
+            pid,
+            path: path.display().to_string(),
+        },
+        ::procfs::ProcError::Io(e, _) => io_error(pid, path, e),
+        other => parse_error(path, other.to_string()),
+    }
+}
+
 /// Boot time (`btime` of `/proc/stat`), read once per process.
 fn boot_time() -> Result<u64, Error> {
+    use ::procfs::FromReadSI;
     static BTIME: OnceLock<u64> = OnceLock::new();
     if let Some(b) = BTIME.get() {
         return Ok(*b);
     }
     let path = Path::new("/proc/stat");
-    let text = fs::read_to_string(path).map_err(|e| Error::File {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
-    let b = procfs::parse_btime(&text).map_err(|m| parse_error(path, m))?;
-    Ok(*BTIME.get_or_init(|| b))
+    let text = read_bounded(std::process::id(), path, MAX_PROC_STAT)?;
+    let stats = ::procfs::KernelStats::from_read(&text[..], &system_info())
+        .map_err(|e| parse_error(path, e.to_string()))?;
+    Ok(*BTIME.get_or_init(|| stats.btime))
 }
 
+/// The soft "Max open files" of `/proc/PID/limits`; `None` when unlimited.
+/// Parsed by hand: procfs parses all sixteen limits into a map, 15 us where
+/// finding the one line takes 0.4 us, and the breakdown reads this file on
+/// every sample.
+pub(crate) fn max_open_files(pid: u32, dir: &Path) -> Result<Option<u64>, Error> {
+    let path = dir.join("limits");
+    let bytes = read_bounded(pid, &path, MAX_LIMITS)?;
+    let text = String::from_utf8_lossy(&bytes);
+    procfs::parse_max_open_files(&text).map_err(|m| parse_error(&path, m))
+}
+
+/// Threads grouped by name. The names are the `comm` field of each thread's
+/// own `stat` (the same text as `task/TID/comm`); a thread that ends while
+/// the list is read is left out.
 fn threads_by_name(pid: u32, dir: &Path) -> Result<Vec<(String, u64)>, Error> {
+    let task_dir = dir.join("task");
+    let process = ::procfs::process::Process::new_with_root(dir.to_path_buf())
+        .map_err(|e| proc_error(pid, dir, e))?;
+    let tasks = process.tasks().map_err(|e| proc_error(pid, &task_dir, e))?;
     let mut names = Vec::new();
-    for task in proc_entries(pid, &dir.join("task"))? {
-        let comm_path = task.join("comm");
-        match fs::read_to_string(&comm_path) {
-            Ok(s) => names.push(s.trim_end_matches('\n').to_string()),
-            Err(e) if vanished(&e) => continue,
-            Err(e) => return Err(io_error(pid, &comm_path, e)),
-        }
+    for task in tasks {
+        let stat = match task.and_then(|t| t.stat()) {
+            Ok(stat) => stat,
+            Err(::procfs::ProcError::NotFound(_)) => continue,
+            Err(::procfs::ProcError::Io(e, _)) if vanished(&e) => continue,
+            Err(e) => return Err(proc_error(pid, &task_dir, e)),
+        };
+        names.push(stat.comm);
     }
     Ok(procfs::group_counts(names))
 }
@@ -382,10 +449,7 @@ fn fd_limit(pid: u32, dir: &Path, start_ticks: u64, fresh: bool) -> Result<Optio
             return Ok(*limit);
         }
     }
-    let limits_path = dir.join("limits");
-    let limits_text = read_text(pid, &limits_path)?;
-    let limit =
-        procfs::parse_max_open_files(&limits_text).map_err(|m| parse_error(&limits_path, m))?;
+    let limit = max_open_files(pid, dir)?;
     let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
     if c.len() >= LIMIT_CACHE {
         c.clear();
@@ -417,7 +481,7 @@ fn stat_and_cpu(pid: u32, dir: &Path) -> Result<(procfs::ProcStat, f64), Error> 
         return Ok((stat, cpu));
     }
     let stat_path = dir.join("stat");
-    let stat_text = read_text(pid, &stat_path)?;
+    let stat_text = read_line_file(&stat_path).map_err(|e| io_error(pid, &stat_path, e))?;
     let stat = procfs::parse_stat(&stat_text).map_err(|m| parse_error(&stat_path, m))?;
     let cpu = (stat.utime_ticks + stat.stime_ticks) as f64 / ticks;
     Ok((stat, cpu))
@@ -427,7 +491,8 @@ fn stat_and_cpu(pid: u32, dir: &Path) -> Result<(procfs::ProcStat, f64), Error> 
 /// stack buffer: `fs::read_to_string` also `statx`es the file and reads again
 /// to see EOF, and on this kind of machine each syscall is over a microsecond.
 /// A seq_file that fits hands over its whole text, ending in `\n`, in the
-/// first read; anything else is read on to EOF.
+/// first read; anything else is read on to EOF, up to [`MAX_STAT_LINE`]
+/// bytes in all.
 fn read_line_file(path: &Path) -> io::Result<String> {
     use std::io::Read;
     let mut file = fs::File::open(path)?;
@@ -435,10 +500,15 @@ fn read_line_file(path: &Path) -> io::Result<String> {
     let n = file.read(&mut buf)?;
     let mut bytes = buf[..n].to_vec();
     if !(n > 0 && n < buf.len() && bytes.ends_with(b"\n")) {
-        file.read_to_end(&mut bytes)?;
+        file.take(MAX_STAT_LINE - n as u64)
+            .read_to_end(&mut bytes)?;
     }
     String::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
+
+/// Most bytes read of a `stat` file: 52 numbers and a comm of at most 64
+/// bytes fit in well under this.
+const MAX_STAT_LINE: u64 = 4096;
 
 /// User + system CPU seconds of the whole process from its CPU clock, or
 /// `None` when the kernel refuses (the process is gone, or lives in another
@@ -515,4 +585,42 @@ pub fn sample(target: Target, opts: &SampleOptions) -> Result<ResourceSample, Er
         cpu_seconds,
         start_time_seconds: btime as f64 + stat.start_time_ticks as f64 / ticks,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The soft fd limit through procfs, from captured `limits` files laid
+    /// out as a `/proc/PID` directory.
+    #[test]
+    fn max_open_files_from_captured_limits() {
+        let dir = std::env::temp_dir().join(format!("leakscope-limits-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let limits = dir.join("limits");
+        fs::write(
+            &limits,
+            include_str!("../../tests/data/resource/limits.txt"),
+        )
+        .unwrap();
+        assert_eq!(max_open_files(1, &dir).unwrap(), Some(1024));
+        let unlimited = include_str!("../../tests/data/resource/limits_unlimited.txt");
+        fs::write(&limits, unlimited).unwrap();
+        assert_eq!(max_open_files(1, &dir).unwrap(), None);
+        fs::write(&limits, "Limit Soft Hard Units\n").unwrap();
+        assert!(matches!(
+            max_open_files(1, &dir),
+            Err(Error::ProcParse { .. })
+        ));
+        fs::write(&limits, vec![b'x'; MAX_LIMITS as usize + 1]).unwrap();
+        assert!(matches!(
+            max_open_files(1, &dir),
+            Err(Error::ProcParse { .. })
+        ));
+        fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(
+            max_open_files(1, &dir),
+            Err(Error::ProcessGone { pid: 1 })
+        ));
+    }
 }

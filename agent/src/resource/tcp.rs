@@ -9,12 +9,15 @@
 //! left out of the answer.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs;
 use std::path::Path;
 
 use super::procfs::{InetProto, SocketEntry, parse_inet_table, parse_unix_table};
-use super::{TcpState, io_error, parse_error, read_text};
+use super::{TcpState, parse_error, read_bounded};
 use crate::error::Error;
+
+/// Most bytes read of one socket table: about 400,000 TCP sockets. A table
+/// beyond that is an error rather than an unbounded read.
+const MAX_TABLE: u64 = 64 << 20;
 
 /// The table rows of the socket inodes in `inodes`; absent when in no table.
 pub(super) fn resolve(
@@ -41,6 +44,7 @@ pub(super) fn resolve(
             continue;
         };
         let Some(proto) = proto else {
+            let text = String::from_utf8_lossy(&text);
             for s in parse_unix_table(&text).map_err(|m| parse_error(&path, m))? {
                 if pending.remove(&s.inode) {
                     out.insert(s.inode, SocketEntry::Unix(s));
@@ -48,7 +52,7 @@ pub(super) fn resolve(
             }
             continue;
         };
-        for s in parse_inet_table(&text).map_err(|m| parse_error(&path, m))? {
+        for s in parse_inet_table(proto, &text).map_err(|m| parse_error(&path, m))? {
             if pending.remove(&s.inode) {
                 out.insert(s.inode, SocketEntry::Inet(proto, s));
             }
@@ -57,16 +61,12 @@ pub(super) fn resolve(
     Ok(out)
 }
 
-/// Reads a file; a missing optional file (e.g. tcp6 without IPv6) is `None`.
-fn read_maybe(pid: u32, path: &Path, required: bool) -> Result<Option<String>, Error> {
-    if required {
-        return read_text(pid, path).map(Some);
+/// Reads a table; a missing optional one (e.g. tcp6 without IPv6) is `None`.
+fn read_maybe(pid: u32, path: &Path, required: bool) -> Result<Option<Vec<u8>>, Error> {
+    if !required && !path.exists() {
+        return Ok(None);
     }
-    match fs::read_to_string(path) {
-        Ok(s) => Ok(Some(s)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_error(pid, path, e)),
-    }
+    read_bounded(pid, path, MAX_TABLE).map(Some)
 }
 
 /// Counts the distinct TCP sockets among `inodes` by state (an fd duplicated
