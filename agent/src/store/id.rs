@@ -164,7 +164,7 @@ fn utc_stamp(since_epoch: Duration) -> String {
 ///
 /// Works in 400-year eras that start on March 1st, so the leap day is the
 /// last day of its year and month lengths follow a fixed pattern.
-pub(crate) fn civil_from_days(days: u64) -> (u64, u64, u64) {
+pub fn civil_from_days(days: u64) -> (u64, u64, u64) {
     // Shift the origin from 1970-01-01 to 0000-03-01 (719 468 days earlier).
     let z = days + 719_468;
     let era = z / 146_097;

@@ -79,7 +79,7 @@
 
 mod fsio;
 mod id;
-pub(crate) use id::civil_from_days;
+pub use id::civil_from_days;
 mod index;
 mod meta;
 mod options;

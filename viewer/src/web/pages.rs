@@ -35,19 +35,9 @@ pub(super) fn nav(prefix: &str) -> Vec<(&'static str, String)> {
 
 /// `2026-11-23 13:05:01` (UTC) of Unix seconds.
 pub(super) fn when(unix: f64) -> String {
-    let secs = unix.max(0.0) as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (proleptic Gregorian).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let secs = unix.max(0.0) as u64;
+    let (year, month, day) = leakscope_agent::store::civil_from_days(secs / 86_400);
+    let rem = secs % 86_400;
     format!(
         "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
         rem / 3600,
